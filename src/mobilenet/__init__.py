@@ -1,0 +1,9 @@
+"""mobilenet: the MobileNet family (V1, V2, V3) for mobile and embedded vision, built on PyTorch."""
+
+from mobilenet.errors import MobilenetError
+from mobilenet.models import MobileNet, ModelConfig, Preprocessing, create_model, list_models
+from mobilenet.weights import load
+
+__version__ = "0.1.0"
+
+__all__ = ["MobileNet", "MobilenetError", "ModelConfig", "Preprocessing", "create_model", "list_models", "load"]

@@ -1,0 +1,5 @@
+import sys
+
+from mobilenet.cli.main import main
+
+sys.exit(main())

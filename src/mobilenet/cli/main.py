@@ -1,0 +1,54 @@
+"""The `mobilenet` command. Each subcommand lives in its own module; this file only wires them up.
+
+A user's mistake (a :class:`MobilenetError`, or a bad flag) prints one line and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mobilenet.errors import MobilenetError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; users asked for the error alone, on one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mobilenet.cli import model_commands
+
+    parser = OneLineParser(prog="mobilenet", description="The MobileNet family for mobile and embedded vision.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    model_commands.add_parsers(subparsers)
+    for module_name in ("mobilenet.cli.train_commands",):
+        try:
+            module = __import__(module_name, fromlist=["add_parsers"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_parsers(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MobilenetError as exc:
+        print(f"mobilenet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mobilenet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Cost accounting and profiling."""

@@ -1,0 +1,101 @@
+"""Our weights format: a safetensors file whose metadata rebuilds the model and its preprocessing.
+
+Metadata keys (all JSON strings, since safetensors metadata is ``str -> str``):
+- ``mobilenet.format``: format version;
+- ``mobilenet.config``: :class:`~mobilenet.models.ModelConfig` (architecture, options, preprocessing);
+- ``mobilenet.class_names``: the label of each output, in order;
+- ``mobilenet.source`` / ``mobilenet.license``: where the weights come from and under which terms.
+
+Loading never unpickles anything: safetensors holds raw tensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from mobilenet.errors import MobilenetError
+from mobilenet.fileio import atomic_path
+from mobilenet.models.builder import MobileNet, ModelConfig
+
+FORMAT_VERSION = "1"
+_PREFIX = "mobilenet."
+
+
+def save_weights(
+    model: MobileNet,
+    path: str | os.PathLike[str],
+    *,
+    class_names: list[str] | None = None,
+    source: str | None = None,
+    license: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and everything needed to rebuild it, atomically."""
+    class_names = class_names if class_names is not None else getattr(model, "class_names", None)
+    info = dict(getattr(model, "weights_info", {}) or {})
+    metadata = {
+        _PREFIX + "format": FORMAT_VERSION,
+        _PREFIX + "config": json.dumps(model.config.to_dict()),
+        _PREFIX + "class_names": json.dumps(list(class_names) if class_names is not None else None),
+        _PREFIX + "source": source or info.get("source") or "trained with mobilenet",
+        _PREFIX + "license": license or info.get("license") or "unspecified",
+        _PREFIX + "extra": json.dumps(extra or info.get("extra") or {}),
+    }
+    # safetensors refuses shared or non-contiguous storage; BN's num_batches_tracked is a real buffer we keep.
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return target
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The decoded metadata of a weights file, or a clear error if the file is not ours."""
+    file = Path(path)
+    if not file.is_file():
+        raise MobilenetError(f"weights file not found: {file}")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MobilenetError(f"{file} is not a safetensors file ({exc}); pass weights saved by mobilenet") from None
+    if _PREFIX + "config" not in raw:
+        raise MobilenetError(
+            f"{file} is a safetensors file but not mobilenet weights (no model config in its metadata); "
+            "import foreign weights with `mobilenet import`"
+        )
+    return {
+        "format": raw.get(_PREFIX + "format"),
+        "config": ModelConfig.from_dict(json.loads(raw[_PREFIX + "config"])),
+        "class_names": json.loads(raw.get(_PREFIX + "class_names", "null")),
+        "source": raw.get(_PREFIX + "source"),
+        "license": raw.get(_PREFIX + "license"),
+        "extra": json.loads(raw.get(_PREFIX + "extra", "{}")),
+    }
+
+
+def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any) -> MobileNet:
+    """Rebuild a ready model (eval mode) from a weights file written by :func:`save_weights`."""
+    meta = read_metadata(path)
+    config: ModelConfig = meta["config"]
+    if overrides:
+        config = config.replace(**overrides)
+    model = MobileNet(config)
+    from safetensors.torch import load_file
+
+    state = load_file(str(path), device=str(map_location))
+    try:
+        model.load_state_dict(state, strict=not overrides)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise MobilenetError(f"{path}: weights do not fit the model in its metadata ({first})") from None
+    model.class_names = meta["class_names"]
+    model.weights_info = {k: meta[k] for k in ("source", "license", "extra")}
+    return model.to(map_location).eval()
