@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="mobilenet", description="The MobileNet family for mobile and embedded vision.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     model_commands.add_parsers(subparsers)
-    for module_name in ("mobilenet.cli.train_commands",):
+    for module_name in ("mobilenet.cli.train_commands", "mobilenet.cli.weights_commands"):
         try:
             module = __import__(module_name, fromlist=["add_parsers"])
         except ModuleNotFoundError as exc:

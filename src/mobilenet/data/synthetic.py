@@ -31,14 +31,18 @@ MANIFEST_NAME = "dataset.json"
 
 # The first ten are pairwise distinct under rotation and scale; the default dataset uses those.
 SHAPES: tuple[str, ...] = (
-    "circle", "square", "triangle", "hexagon", "star",
-    "cross", "ring", "half_disc", "arrow", "frame",
-    "crescent", "pentagon",
+    "circle", "square", "triangle", "star", "cross",
+    "ring", "half_disc", "arrow", "frame", "crescent",
+    "hexagon", "pentagon",
 )  # fmt: skip
 
 _SUPERSAMPLE = 2  # draw masks at 2x and box-downscale: cheap antialiasing
-_MIN_CONTRAST = 100.0  # Euclidean RGB distance between the shape and the background under it
-_SHAPE_DIAMETER = (0.3, 0.7)  # fraction of the image side
+_MIN_CONTRAST = 120.0  # Euclidean RGB distance between the shape and the background under it
+_SHAPE_DIAMETER = (0.55, 0.85)  # fraction of the image side; smaller shapes mostly teach blur
+_GRADIENT_SPREAD = 60.0  # max per-channel difference between the background's two gradient colours
+_STRIPE_AMPLITUDE = 20.0
+_BLOB_AMPLITUDE = 30.0
+_NOISE_SIGMA = (2.0, 8.0)
 _MARGIN = 0.07  # fraction of the image side kept free around the shape
 _PNG_COMPRESS_LEVEL = 1  # speed over size: the files are regenerated on demand anyway
 
@@ -206,7 +210,7 @@ def render_shape_image(shape: str, size: int, rng: np.random.Generator) -> np.nd
         _paint(canvas, _distractor_mask(size, rng), _random_colour(rng), rng)
     mask = _shape_mask(shape, size, rng)
     _paint(canvas, mask, _contrasting_colour(canvas, mask, rng), rng)
-    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(rng.uniform(3.0, 12.0))
+    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(rng.uniform(*_NOISE_SIGMA))
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
@@ -220,19 +224,19 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     angle = rng.uniform(0, 2 * math.pi)
     t = (coords * math.cos(angle))[None, :] + (coords * math.sin(angle))[:, None]
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    start, end = _random_colour(rng), _random_colour(rng)
-    canvas = start + (end - start) * t[..., None]
+    start = _random_colour(rng)
+    canvas = start + _signed_colour(rng, _GRADIENT_SPREAD) * t[..., None]
     if rng.random() < 0.6:
         freq, phase, angle = rng.uniform(2, 8), rng.uniform(0, 2 * math.pi), rng.uniform(0, math.pi)
         along_x = 2 * math.pi * freq * math.cos(angle) * coords + phase
         along_y = 2 * math.pi * freq * math.sin(angle) * coords
         # sin(a + b) = sin a cos b + cos a sin b
         wave = np.outer(np.cos(along_y), np.sin(along_x)) + np.outer(np.sin(along_y), np.cos(along_x))
-        canvas += wave[..., None] * _signed_colour(rng, 40)
+        canvas += wave[..., None] * _signed_colour(rng, _STRIPE_AMPLITUDE)
     for _ in range(int(rng.integers(1, 5))):
         cy, cx, sigma = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.25)
         blob = np.outer(_gauss(coords, cy, sigma), _gauss(coords, cx, sigma))
-        canvas += blob[..., None] * _signed_colour(rng, 60)
+        canvas += blob[..., None] * _signed_colour(rng, _BLOB_AMPLITUDE)
     return canvas
 
 

@@ -45,6 +45,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         validate_options(self)
+        if self.preprocessing.resolution != self.resolution:
+            # One source of truth: the model's input size is the preprocessing's crop size.
+            object.__setattr__(self, "preprocessing", self.preprocessing.replace(resolution=self.resolution))
 
     @property
     def spec(self) -> ArchSpec:
@@ -58,8 +61,8 @@ class ModelConfig:
             )
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
-        if "resolution" in changes and "preprocessing" not in changes:
-            values["preprocessing"] = self.preprocessing.replace(resolution=values["resolution"])
+        if "preprocessing" in changes and "resolution" not in changes:
+            values["resolution"] = values["preprocessing"].resolution
         return ModelConfig(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,19 +82,21 @@ class ArchSpec:
 
 
 def _dws(out: int, stride: int = 1, repeats: int = 1) -> LayerSpec:
-    return LayerSpec(LayerKind.DEPTHWISE_SEPARABLE, out, stride=stride, repeats=repeats, activation="relu")
+    return LayerSpec(LayerKind.DEPTHWISE_SEPARABLE, out, stride=stride, repeats=repeats, activation="relu6")
 
 
 # MobileNetV1, Howard et al. 2017, Table 1 "MobileNet Body Architecture". Each "Conv dw / Conv 1x1" pair of
 # the table is one depthwise-separable row. The paper prints the second-to-last depthwise conv as "s2" with a
 # 7x7 input and output; that is a typo: it is stride 1 in every release (TF-slim _CONV_DEFS, Keras).
+# The paper says "BatchNorm and ReLU"; every released checkpoint (TF-slim, Keras, the Coral TFLite files) was
+# trained with ReLU6, which also bounds activations for 8-bit inference, so the table uses ReLU6.
 MOBILENET_V1 = ArchSpec(
     family="mobilenet_v1",
     source="Howard et al. 2017, arXiv:1704.04861, Table 1",
     width_rule=WidthRule.TRUNCATE,
     head=HeadSpec(dropout=0.001),  # Keras' default; TF-slim's dropout_keep_prob=0.999
     layers=(
-        LayerSpec(LayerKind.CONV, 32, kernel=3, stride=2),  # Conv / s2, 3x3x3x32, 224x224x3
+        LayerSpec(LayerKind.CONV, 32, kernel=3, stride=2, activation="relu6"),  # Conv / s2, 3x3x3x32, 224x224x3
         _dws(64),  # Conv dw / s1 + Conv 1x1x32x64, 112x112
         _dws(128, stride=2),  # 112x112 -> 56x56
         _dws(128),
