@@ -430,7 +430,7 @@ def test_synthetic_layout_counts_and_manifest(shapes_root: Path) -> None:
 def test_synthetic_is_byte_identical_per_seed(shapes_root: Path, tmp_path: Path) -> None:
     again = generate_shapes_dataset(tmp_path / "again", **SMALL)
     other = generate_shapes_dataset(tmp_path / "other", seed=1, **SMALL)
-    names = ["train/circle/00000.png", "train/hexagon/00003.png", "val/square/00005.png"]
+    names = ["train/circle/00000.png", "train/star/00003.png", "val/square/00005.png"]
     assert [_sha(shapes_root / n) for n in names] == [_sha(again / n) for n in names]
     assert all(_sha(shapes_root / n) != _sha(other / n) for n in names)
 
@@ -455,9 +455,9 @@ def test_synthetic_second_call_reuses_and_repairs(tmp_path: Path, monkeypatch: p
     generate_shapes_dataset(root, **SMALL)
     assert calls["render"] == 0, "a complete dataset must be reused"
 
-    (root / "train" / "hexagon" / "00001.png").unlink()  # partial dataset -> regenerated
+    (root / "train" / "star" / "00001.png").unlink()  # partial dataset -> regenerated
     generate_shapes_dataset(root, **SMALL)
-    assert calls["render"] == 24 and (root / "train" / "hexagon" / "00001.png").is_file()
+    assert calls["render"] == 24 and (root / "train" / "star" / "00001.png").is_file()
 
     generate_shapes_dataset(root, **{**SMALL, "num_classes": 3})  # other parameters -> replaced
     assert sorted(p.name for p in (root / "train").iterdir()) == sorted(synthetic.SHAPES[:3])

@@ -4,6 +4,24 @@ from mobilenet.errors import MobilenetError
 from mobilenet.models import MobileNet, ModelConfig, Preprocessing, create_model, list_models
 from mobilenet.weights import load
 
+
+def __getattr__(name: str):
+    # The training stack imports matplotlib/tqdm: load it only when asked for.
+    if name == "ImageClassifier":
+        from mobilenet.training import ImageClassifier
+
+        return ImageClassifier
+    raise AttributeError(name)
+
 __version__ = "0.1.0"
 
-__all__ = ["MobileNet", "MobilenetError", "ModelConfig", "Preprocessing", "create_model", "list_models", "load"]
+__all__ = [
+    "ImageClassifier",
+    "MobileNet",
+    "MobilenetError",
+    "ModelConfig",
+    "Preprocessing",
+    "create_model",
+    "list_models",
+    "load",
+]

@@ -21,18 +21,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mobilenet.cli import model_commands
+    from mobilenet.cli import model_commands, train_commands, weights_commands
 
     parser = OneLineParser(prog="mobilenet", description="The MobileNet family for mobile and embedded vision.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    model_commands.add_parsers(subparsers)
-    for module_name in ("mobilenet.cli.train_commands", "mobilenet.cli.weights_commands"):
-        try:
-            module = __import__(module_name, fromlist=["add_parsers"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    for module in (model_commands, train_commands, weights_commands):
         module.add_parsers(subparsers)
     return parser
 

@@ -52,7 +52,8 @@ def load_rgb(path: str | PathLike[str]) -> Image.Image:
     rescaled to 8 bits instead of clipped (Pillow clips everything above 255 to white); float images in
     ``[0, 1]`` are scaled by 255. Images with transparency (RGBA, LA, palette or RGB with a transparent
     colour) are composited on white: the colour under fully transparent pixels is undefined (often black
-    or left-over paint), and white is how viewers and browsers usually show such images.
+    or left-over paint), and white is how viewers and browsers usually show such images. Animated or
+    multi-page files (GIF, TIFF, WebP) give their first frame.
 
     Raises :class:`ImageDecodeError` (a :class:`~mobilenet.errors.MobilenetError`) naming the file when
     it is missing, is not an image, or is corrupt or truncated.
@@ -74,10 +75,11 @@ def load_rgb(path: str | PathLike[str]) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img.copy() if "transparency" not in img.info else _composite_on_white(img)
+    """``img`` is already detached from its file (``exif_transpose`` returns a new image)."""
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         return _composite_on_white(img)
+    if img.mode == "RGB":
+        return img
     if img.mode.startswith("I") or img.mode == "F":
         return _high_depth_to_rgb(img)
     return img.convert("RGB")

@@ -145,6 +145,8 @@ def stratified_split(
     """
     if not 0.0 < val_fraction < 1.0:
         raise MobilenetError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if seed < 0:
+        raise MobilenetError(f"seed must be a non-negative integer, got {seed}")
     by_class: dict[int, list[Sample]] = defaultdict(list)
     for path, label in samples:
         by_class[label].append((Path(path), label))

@@ -29,21 +29,26 @@ GENERATOR_NAME = "mobilenet.shapes"
 GENERATOR_VERSION = 1
 MANIFEST_NAME = "dataset.json"
 
-# The first ten are pairwise distinct under rotation and scale; the default dataset uses those.
+# The first ten differ in outline or topology whatever the rotation; the default dataset uses those.
+# Hexagon and pentagon are extra, harder classes: at small sizes they are hard to tell from a circle.
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "cross",
     "ring", "half_disc", "arrow", "frame", "crescent",
     "hexagon", "pentagon",
 )  # fmt: skip
 
-_SUPERSAMPLE = 2  # draw masks at 2x and box-downscale: cheap antialiasing
-_MIN_CONTRAST = 120.0  # Euclidean RGB distance between the shape and the background under it
-_SHAPE_DIAMETER = (0.55, 0.85)  # fraction of the image side; smaller shapes mostly teach blur
-_GRADIENT_SPREAD = 60.0  # max per-channel difference between the background's two gradient colours
+# Difficulty. Tuned by training MobileNet V1 0.25 from scratch at 64 px on the default dataset: it passes
+# 90% val top-1 after about 25 epochs (a few CPU minutes), and sits near chance for the first few. Shape
+# size mattered most: with diameters down to 30% it stalled near 80%, because small shapes keep too few
+# pixels of the corners that separate circle, square and triangle. Background clutter mattered little.
+_SHAPE_DIAMETER = (0.55, 0.85)  # fraction of the image side
+_MARGIN = 0.07  # fraction of the side kept free around the shape: eval center crops cut 6.25% per side
+_MIN_CONTRAST = 120.0  # Euclidean RGB distance between the shape and the mean background under it
+_GRADIENT_SPREAD = 60.0  # max per-channel difference across the background's colour gradient
 _STRIPE_AMPLITUDE = 20.0
 _BLOB_AMPLITUDE = 30.0
 _NOISE_SIGMA = (2.0, 8.0)
-_MARGIN = 0.07  # fraction of the image side kept free around the shape
+_SUPERSAMPLE = 2  # draw masks at 2x and box-downscale: cheap antialiasing
 _PNG_COMPRESS_LEVEL = 1  # speed over size: the files are regenerated on demand anyway
 
 Polygon = list[tuple[float, float]]
@@ -118,12 +123,14 @@ def generate_shapes_dataset(
         num_classes=num_classes, images_per_class=images_per_class, image_size=image_size,
         val_fraction=val_fraction,
     )  # fmt: skip
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MobilenetError(f"seed must be a non-negative integer, got {seed!r}")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise MobilenetError(f"dataset root {root} is a file; pass a folder path")
     params = {
         "num_classes": num_classes, "images_per_class": images_per_class, "image_size": image_size,
-        "seed": seed, "val_fraction": val_fraction,
+        "seed": seed, "val_fraction": float(val_fraction),
     }  # fmt: skip
     manifest = _read_manifest(root)
     if manifest is not None and _is_complete(root, manifest, params, plan):

@@ -1,0 +1,107 @@
+"""`mobilenet predict`: class names with probabilities for files, folders and globs.
+
+Everything needed comes from the checkpoint: architecture, weights, class names and preprocessing.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mobilenet.data import eval_transform, is_image_file, load_rgb
+from mobilenet.data.decode import ImageDecodeError
+from mobilenet.errors import MobilenetError
+from mobilenet.models.builder import MobileNet
+
+
+@dataclass
+class Prediction:
+    path: str
+    labels: list[str]
+    probabilities: list[float]
+    indices: list[int]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "top": [
+                {"label": label, "index": index, "probability": round(prob, 6)}
+                for label, index, prob in zip(self.labels, self.indices, self.probabilities)
+            ],
+        }
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, folders searched recursively for images, globs expanded; sorted, no duplicates."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        elif path.is_file():
+            found.append(path)
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            found += [p for p in matches if p.is_file() and is_image_file(p)]
+            if not matches:
+                raise MobilenetError(f"no files match {item!r}")
+        else:
+            raise MobilenetError(f"input not found: {item}")
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise MobilenetError(f"no images found in {', '.join(inputs)}")
+    return unique
+
+
+def read_labels(path: str | Path) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise MobilenetError(f"labels file not found: {file}")
+    return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def class_names_for(model: MobileNet, labels: list[str] | None, num_outputs: int) -> list[str]:
+    names = labels if labels is not None else model.class_names
+    if names is None:
+        return [str(i) for i in range(num_outputs)]
+    if len(names) == num_outputs - 1:
+        names = ["background", *names]  # TF-slim's 1001-way heads with a 1000-line labels file
+    if len(names) != num_outputs:
+        raise MobilenetError(
+            f"class-count mismatch: the model has {num_outputs} outputs but {len(names)} labels were given"
+        )
+    return list(names)
+
+
+@torch.no_grad()
+def predict(
+    model: MobileNet, paths: list[Path], topk: int = 5, labels: list[str] | None = None, batch_size: int = 32
+) -> list[Prediction]:
+    model.eval()
+    transform = eval_transform(model.preprocessing)
+    results: list[Prediction] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        tensors, good = [], []
+        for path in chunk:
+            try:
+                tensors.append(transform(load_rgb(path)))
+                good.append(path)
+            except ImageDecodeError as exc:
+                results.append(Prediction(str(path), [], [], [], error=str(exc)))
+        if not tensors:
+            continue
+        probabilities = model(torch.stack(tensors)).float().softmax(dim=1)
+        names = class_names_for(model, labels, probabilities.shape[1])
+        k = min(topk, probabilities.shape[1])
+        top = probabilities.topk(k, dim=1)
+        for path, probs, indices in zip(good, top.values.tolist(), top.indices.tolist()):
+            results.append(Prediction(str(path), [names[i] for i in indices], probs, indices))
+    order = {str(p): i for i, p in enumerate(paths)}
+    return sorted(results, key=lambda r: order[r.path])

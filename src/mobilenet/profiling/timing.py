@@ -1,0 +1,65 @@
+"""Wall-clock timing with warm-up and percentiles: the one timer every benchmark uses."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call; ``threads`` is torch's intra-op thread count during the measurement."""
+
+    median: float
+    p90: float
+    p99: float
+    mean: float
+    iterations: int
+    threads: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 3,
+    iterations: int = 20,
+    min_seconds: float = 0.0,
+    synchronize: Callable[[], None] | None = None,
+) -> Timing:
+    """Call ``fn`` ``warmup`` times, then time at least ``iterations`` calls (and ``min_seconds`` in total).
+
+    Pass ``synchronize=torch.cuda.synchronize`` for GPU work: without it, asynchronous kernels make the timings
+    meaningless (pytorch/pytorch #18631).
+    """
+    sync = synchronize or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < iterations or time.perf_counter() - started < min_seconds:
+        begin = time.perf_counter()
+        fn()
+        sync()
+        samples.append(time.perf_counter() - begin)
+    ordered = sorted(samples)
+    return Timing(
+        median=statistics.median(ordered),
+        p90=_percentile(ordered, 0.90),
+        p99=_percentile(ordered, 0.99),
+        mean=statistics.fmean(ordered),
+        iterations=len(ordered),
+        threads=torch.get_num_threads(),
+    )

@@ -1,0 +1,228 @@
+"""Training, resume, distributed training, transfer learning, evaluate and predict on real image folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import mobilenet
+from mobilenet.cli.main import main as cli
+from mobilenet.training import ImageClassifier, Trainer, make_train_config
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def write_digits(root: Path, size: int = 32) -> tuple[Path, Path]:
+    """scikit-learn's digits (real handwriting, shipped in its wheel) as train/test image folders."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0 * 255).astype(np.uint8)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(images)), test_size=0.25, random_state=0, stratify=digits.target
+    )
+    for split, indices in (("train", train_idx), ("test", test_idx)):
+        for i in indices:
+            folder = root / split / f"digit_{digits.target[i]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i], mode="L").resize((size, size), Image.BILINEAR).save(folder / f"{i}.png")
+    return root / "train", root / "test"
+
+
+def write_blobs(root: Path, classes: int = 3, per_class: int = 12, size: int = 32, seed: int = 0) -> Path:
+    """A tiny, easy dataset of coloured squares: enough to exercise the training machinery quickly."""
+    rng = np.random.default_rng(seed)
+    colours = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (200, 200, 40)]
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            x, y = rng.integers(0, size // 2, 2)
+            image[y : y + size // 2, x : x + size // 2] = colours[c]
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def tiny_config(**overrides):
+    values = dict(model="mobilenet_v1_0.25_32", epochs=2, batch_size=8, lr=0.01, ema_decay=0.0,
+                  precision="fp32", channels_last=False, val_fraction=0.25)
+    values.update(overrides)
+    return make_train_config("finetune", **values)
+
+
+@pytest.mark.slow
+def test_digits_reaches_95_percent(tmp_path: Path) -> None:
+    train_dir, test_dir = write_digits(tmp_path / "digits")
+    config = make_train_config(
+        "finetune", model="mobilenet_v2_0.5_32", epochs=12, batch_size=64, lr=0.005, ema_decay=0.0,
+        precision="fp32", train_scale=(0.8, 1.0), hflip=0.0, warmup_epochs=1,
+    )
+    result = Trainer(config, train_dir, test_dir, tmp_path / "run", quiet=True).fit()
+    report = ImageClassifier.from_weights(result.run_dir).evaluate(test_dir)
+    assert report["top1"] >= 95.0, report["top1"]
+    assert report["num_samples"] == 450
+
+
+def test_run_folder_contents_and_metrics(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data")
+    result = Trainer(tiny_config(), data, None, tmp_path / "run", quiet=True).fit()
+    run = result.run_dir
+    for name in ("state.pt", "last.safetensors", "best.safetensors", "metrics.csv", "metrics.jsonl", "curves.png",
+                 "summary.json", "train_config.json"):
+        assert (run / name).is_file(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert (run / "metrics.csv").read_text().count("\n") == 3
+    model = mobilenet.load(run / "best.safetensors")
+    assert model.class_names == ["class_0", "class_1", "class_2"]
+    assert model.preprocessing.resolution == 32
+    state = torch.load(run / "state.pt", weights_only=True)  # loads without unpickling code
+    assert state["epoch"] == 2
+
+
+def _train_cli(data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mobilenet", "train", str(data), "--model", "mobilenet_v1_0.25_32",
+               "--recipe", "finetune", "--epochs", "4", "--batch-size", "4", "--lr", "0.01", "--ema-decay", "0.5",
+               "--precision", "fp32", "--deterministic", "--out", str(out), "--quiet", *extra]
+    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data", per_class=40)
+    reference = _train_cli(data, tmp_path / "reference")
+    assert reference.wait(timeout=300) == 0, reference.stdout.read().decode()
+
+    interrupted = _train_cli(data, tmp_path / "interrupted")
+    state = tmp_path / "interrupted" / "state.pt"
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline and interrupted.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside epoch 2
+    assert interrupted.poll() is None, "the run finished before it could be interrupted"
+    interrupted.send_signal(signal.SIGKILL)
+    interrupted.wait()
+    assert torch.load(state, weights_only=True)["epoch"] < 4
+
+    resumed = _train_cli(data, tmp_path / "interrupted", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read().decode()
+    expected = load_file(tmp_path / "reference" / "last.safetensors")
+    actual = load_file(tmp_path / "interrupted" / "last.safetensors")
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+    history = (tmp_path / "interrupted" / "metrics.csv").read_text().splitlines()
+    assert len(history) == 5  # header + 4 epochs, no duplicate rows after the resume
+
+
+def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data", per_class=16)
+    common = ["--model", "mobilenet_v1_0.25_32", "--recipe", "finetune", "--epochs", "2", "--batch-size", "8",
+              "--lr", "0.01", "--ema-decay", "0", "--dropout", "0", "--precision", "fp32", "--sync-bn",
+              "--set", "train_scale=[1.0,1.0]", "--set", "hflip=0.0", "--no-channels-last", "--quiet"]
+    single = subprocess.run([sys.executable, "-m", "mobilenet", "train", str(data), "--out", str(tmp_path / "one"),
+                             *common], env=ENV, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+         "-m", "mobilenet", "train", str(data), "--out", str(tmp_path / "two"), *common],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_corrupt_files_are_skipped_and_counted(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data")
+    (data / "class_0" / "truncated.png").write_bytes((data / "class_0" / "0.png").read_bytes()[:60])
+    (data / "class_1" / "text.jpg").write_text("not an image")
+    (data / "class_2" / "notes.txt").write_text("a stray file")
+    with pytest.warns(UserWarning):
+        result = Trainer(tiny_config(epochs=1), data, None, tmp_path / "run", quiet=True).fit()
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["skipped_files"] == result.skipped_files >= 2
+
+
+def test_finetune_freezes_backbone_in_stage_one(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data")
+    base = Trainer(tiny_config(epochs=1), data, None, tmp_path / "base", quiet=True).fit()
+    other = write_blobs(tmp_path / "other", classes=4, seed=1)
+    config = tiny_config(epochs=2, freeze_backbone_epochs=1)
+    trainer = Trainer(config, other, None, tmp_path / "ft", init_weights=base.run_dir / "last.safetensors", quiet=True)
+    config_one_epoch = tiny_config(epochs=1, freeze_backbone_epochs=1)
+    stage_one = Trainer(config_one_epoch, other, None, tmp_path / "stage1",
+                        init_weights=base.run_dir / "last.safetensors", quiet=True).fit()
+    before = load_file(base.run_dir / "last.safetensors")
+    after = load_file(stage_one.run_dir / "last.safetensors")
+    for key, value in before.items():
+        if not key.startswith("classifier"):
+            assert torch.equal(value, after[key]), f"{key} changed while the backbone was frozen"
+    assert after["classifier.weight"].shape[0] == 4
+    result = trainer.fit()
+    final = load_file(result.run_dir / "last.safetensors")
+    assert not torch.equal(before["features.0.conv.weight"], final["features.0.conv.weight"])
+
+
+def test_cli_train_evaluate_predict_and_errors(tmp_path: Path, capsys) -> None:
+    data = write_blobs(tmp_path / "data")
+    run = tmp_path / "run"
+    assert cli(["train", str(data), "--model", "mobilenet_v1_0.25_32", "--recipe", "finetune", "--epochs", "1",
+                "--batch-size", "8", "--precision", "fp32", "--out", str(run), "--quiet"]) == 0
+    assert cli(["evaluate", str(run), str(data), "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "class_0" in out
+    assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["num_samples"] == 36 and len(report["per_class"]) == 3
+
+    assert cli(["predict", str(run), str(data / "class_2"), "--topk", "2", "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    assert len(predictions) == 12 and len(predictions[0]["top"]) == 2
+    assert {p["top"][0]["label"] for p in predictions} <= {"class_0", "class_1", "class_2"}
+
+    # Errors: one line on stderr, exit status 2.
+    missing = str(tmp_path / "missing")
+    assert cli(["train", missing, "--model", "mobilenet_v1_0.25_32", "--out", str(tmp_path / "x")]) == 2
+    assert cli(["train", str(data), "--model", "mobilenet_v1_0.25_32", "--out", str(run)]) == 2  # exists, no --resume
+    foreign = tmp_path / "foreign.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(foreign))
+    assert cli(["predict", str(foreign), str(data)]) == 2
+    assert cli(["evaluate", str(run), str(write_blobs(tmp_path / "four", classes=4))]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 4, errors
+    assert "not found" in errors[0] or "does not exist" in errors[0]
+    assert "--resume" in errors[1]
+    assert "not mobilenet weights" in errors[2]
+    assert "class-count mismatch" in errors[3]
+
+
+def test_image_classifier_api(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data")
+    classifier = ImageClassifier.create(data, model="mobilenet_v1_0.25_32", epochs=1, batch_size=8,
+                                        precision="fp32", run_dir=tmp_path / "run")
+    assert classifier.class_names == ["class_0", "class_1", "class_2"]
+    metrics = classifier.evaluate(data)
+    assert 0 <= metrics["top1"] <= 100 and metrics["num_samples"] == 36
+    predictions = classifier.predict([data / "class_0" / "0.png"], topk=3)
+    assert len(predictions) == 1 and sorted(predictions[0].labels) == classifier.class_names
+    exported = classifier.export(tmp_path / "model.safetensors")
+    assert mobilenet.load(exported).class_names == classifier.class_names
