@@ -264,6 +264,13 @@ def test_stratified_split_keeps_a_sample_of_each_class_on_both_sides() -> None:
     assert Counter(label for _, label in val) == {1: 1, 2: 2}
 
 
+def test_negative_seeds_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(MobilenetError, match="seed"):
+        stratified_split(_fake_samples({0: 4, 1: 4}), 0.2, seed=-1)
+    with pytest.raises(MobilenetError, match="seed"):
+        generate_shapes_dataset(tmp_path / "s", seed=-1, **SMALL)
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
 def test_stratified_split_rejects_bad_fraction(fraction: float) -> None:
     with pytest.raises(MobilenetError, match="val_fraction"):
@@ -367,8 +374,10 @@ def test_build_dataloaders_with_workers(shapes_root: Path) -> None:
     bundle = build_dataloaders(
         shapes_root / "train", shapes_root / "val", preprocessing=PRE, batch_size=8, num_workers=2
     )
-    assert bundle.train_loader.persistent_workers
-    assert sum(labels.numel() for _, labels, _ in bundle.train_loader) == 20
+    assert not bundle.train_loader.persistent_workers  # fresh, re-seeded workers every epoch
+    # 20 images in batches of 8: the incomplete last batch is dropped, every validation image is kept.
+    assert sum(labels.numel() for _, labels, _ in bundle.train_loader) == 16
+    assert sum(labels.numel() for _, labels, _ in bundle.val_loader) == 4
 
 
 def test_build_dataloaders_rejects_mismatched_classes(shapes_root: Path, tmp_path: Path) -> None:
@@ -394,7 +403,7 @@ def test_build_dataloaders_distributed_world_of_one(shapes_root: Path, tmp_path:
         sampler = bundle.train_loader.sampler
         assert isinstance(sampler, torch.utils.data.DistributedSampler) and sampler.shuffle
         sampler.set_epoch(1)
-        assert sum(labels.numel() for _, labels, _ in bundle.train_loader) == 20
+        assert sum(labels.numel() for _, labels, _ in bundle.train_loader) == 16  # last partial batch dropped
     finally:
         dist.destroy_process_group()
 
@@ -433,6 +442,14 @@ def test_synthetic_is_byte_identical_per_seed(shapes_root: Path, tmp_path: Path)
     names = ["train/circle/00000.png", "train/star/00003.png", "val/square/00005.png"]
     assert [_sha(shapes_root / n) for n in names] == [_sha(again / n) for n in names]
     assert all(_sha(shapes_root / n) != _sha(other / n) for n in names)
+
+
+def test_synthetic_parallel_generation_writes_the_same_files(shapes_root: Path, tmp_path: Path) -> None:
+    parallel = generate_shapes_dataset(tmp_path / "parallel", workers=2, **SMALL)
+    files = sorted(p.relative_to(shapes_root) for p in shapes_root.rglob("*.png"))
+    assert len(files) == 24
+    assert sorted(p.relative_to(parallel) for p in parallel.rglob("*.png")) == files
+    assert all(_sha(shapes_root / f) == _sha(parallel / f) for f in files)
 
 
 def test_synthetic_pixels_do_not_depend_on_generation_order(shapes_root: Path) -> None:

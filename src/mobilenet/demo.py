@@ -16,7 +16,7 @@ from mobilenet.training import Trainer, make_train_config
 from mobilenet.weights.format import load
 
 DEMO_MODEL = "mobilenet_v1_0.25_64"
-DEMO_EPOCHS = 30
+DEMO_EPOCHS = 20
 
 
 def run_demo(out_dir: Path, epochs: int | None = None, seed: int = 0, quiet: bool = False) -> dict[str, object]:
@@ -30,12 +30,13 @@ def run_demo(out_dir: Path, epochs: int | None = None, seed: int = 0, quiet: boo
         model=DEMO_MODEL,
         epochs=epochs or DEMO_EPOCHS,
         batch_size=64,
-        lr=0.01,
+        lr=0.004,
         weight_decay=0.01,
         ema_decay=0.0,
-        label_smoothing=0.1,
+        label_smoothing=0.05,
         warmup_epochs=1,
-        train_scale=(0.5, 1.0),
+        bn_momentum=0.1,
+        train_scale=(0.6, 1.0),
         dropout=0.0,
         seed=seed,
         precision="fp32",

@@ -122,8 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from mobilenet.training import Trainer, make_train_config
-    from mobilenet.training.checkpoint import resolve_weights
-    from mobilenet.weights.format import read_metadata
+    from mobilenet.weights.format import read_metadata, resolve_weights
 
     init = resolve_weights(args.init)
     meta = read_metadata(init)
@@ -178,8 +177,7 @@ def format_evaluation(report: Any) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
     from mobilenet.evaluation.predict import expand_inputs, predict, read_labels
-    from mobilenet.training.checkpoint import resolve_weights
-    from mobilenet.weights.format import load
+    from mobilenet.weights.format import load, resolve_weights
 
     if args.topk < 1:
         raise MobilenetError(f"--topk must be >= 1, got {args.topk}")

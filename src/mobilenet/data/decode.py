@@ -59,8 +59,10 @@ def load_rgb(path: str | PathLike[str]) -> Image.Image:
     it is missing, is not an image, or is corrupt or truncated.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ImageDecodeError(f"cannot read image {path}: file does not exist; check the path")
+    if not path.is_file():
+        raise ImageDecodeError(f"cannot read image {path}: it is a folder, not a file; pass an image file")
     try:
         with Image.open(path) as img:
             # Decoding is lazy; forcing it here makes truncated files fail now, not inside a transform.

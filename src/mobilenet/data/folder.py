@@ -200,6 +200,7 @@ def build_dataloaders(
     seed: int = 0,
     num_workers: int = 0,
     train_scale: tuple[float, float] = DEFAULT_TRAIN_SCALE,
+    hflip: float = 0.5,
     distributed: bool = False,
 ) -> DataBundle:
     """Train/val DataLoaders over image folders; each batch is ``(images, labels, num_skipped)``.
@@ -225,7 +226,7 @@ def build_dataloaders(
         _check_same_classes(train_scan.class_names, val_scan.class_names, val_dir)
         train_samples, val_samples = train_scan.samples, val_scan.samples
         skipped.extend(val_scan.skipped_files)
-    train_set = ImageFolderDataset(train_samples, train_transform(preprocessing, scale=train_scale))
+    train_set = ImageFolderDataset(train_samples, train_transform(preprocessing, scale=train_scale, hflip=hflip))
     val_set = ImageFolderDataset(val_samples, eval_transform(preprocessing))
     collate = partial(collate_skip_bad, sample_shape=(3, preprocessing.resolution, preprocessing.resolution))
     loader_args = _loader_args(batch_size, num_workers, collate)
@@ -256,24 +257,31 @@ def _loader_args(batch_size: int, num_workers: int, collate: Callable) -> dict:
         "num_workers": num_workers,
         "collate_fn": collate,
         "drop_last": False,
-        "persistent_workers": num_workers > 0,
+        # Fresh workers each epoch take their seeds from the loader's generator, which the trainer re-seeds per
+        # epoch; persistent workers would carry RNG state across epochs and break bit-exact resume.
+        "persistent_workers": False,
         "worker_init_fn": worker_init_fn if num_workers > 0 else None,
     }
 
 
 def _train_loader(dataset: ImageFolderDataset, seed: int, distributed: bool, args: dict) -> DataLoader:
-    # The generator fixes the shuffle order and the base seed of each worker's torch RNG.
+    """Shuffle with a ``DistributedSampler`` in every case (a world of one without ``distributed``).
+
+    One process with batch B and N processes with batch B/N then see the same global batches, epoch by epoch
+    (``sampler.set_epoch``). The last incomplete batch is dropped when there is more than one batch: a batch of
+    one image breaks BatchNorm at small resolutions.
+    """
+    world = _dist_world() if distributed else {"num_replicas": 1, "rank": 0}
+    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, **world)
+    # The generator fixes the base seed of each worker's torch RNG.
     generator = torch.Generator().manual_seed(seed)
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, **_dist_world())
-        return DataLoader(dataset, sampler=sampler, generator=generator, **args)
-    return DataLoader(dataset, shuffle=True, generator=generator, **args)
+    per_rank = -(-len(dataset) // world["num_replicas"])
+    loader_args = dict(args, drop_last=per_rank > args["batch_size"])
+    return DataLoader(dataset, sampler=sampler, generator=generator, **loader_args)
 
 
 def _val_loader(dataset: ImageFolderDataset, distributed: bool, args: dict) -> DataLoader:
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=False, **_dist_world())
-        return DataLoader(dataset, sampler=sampler, **args)
+    # Every process evaluates the whole validation set: a DistributedSampler would pad it with duplicates.
     return DataLoader(dataset, shuffle=False, **args)
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -50,6 +51,7 @@ _BLOB_AMPLITUDE = 30.0
 _NOISE_SIGMA = (2.0, 8.0)
 _SUPERSAMPLE = 2  # draw masks at 2x and box-downscale: cheap antialiasing
 _PNG_COMPRESS_LEVEL = 1  # speed over size: the files are regenerated on demand anyway
+_PARALLEL_THRESHOLD = 1000  # images; below this one process is faster than starting a pool
 
 Polygon = list[tuple[float, float]]
 # (polygon in unit coordinates, fill): fill 255 paints the shape, 0 cuts a hole.
@@ -111,6 +113,7 @@ def generate_shapes_dataset(
     image_size: int = 96,
     seed: int = 0,
     val_fraction: float = 0.2,
+    workers: int | None = None,
 ) -> Path:
     """Write (or reuse) the shapes dataset under ``root`` and return ``root``.
 
@@ -118,6 +121,9 @@ def generate_shapes_dataset(
     parameters (recorded in ``root/dataset.json``, written last) is reused as is; a partial or different
     one made by this function is replaced. ``train``/``val`` folders not made by it are never deleted.
     Not safe to call from several processes on the same ``root`` at once (generate on rank 0 first).
+
+    ``workers``: processes to render with; ``None`` picks one per available core (at most one per class)
+    for datasets of 1,000 images or more. The files are the same for any value.
     """
     plan = plan_shapes_dataset(
         num_classes=num_classes, images_per_class=images_per_class, image_size=image_size,
@@ -125,6 +131,8 @@ def generate_shapes_dataset(
     )  # fmt: skip
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MobilenetError(f"seed must be a non-negative integer, got {seed!r}")
+    if workers is not None and workers < 1:
+        raise MobilenetError(f"workers must be at least 1 (or None for automatic), got {workers}")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise MobilenetError(f"dataset root {root} is a file; pass a folder path")
@@ -138,17 +146,41 @@ def generate_shapes_dataset(
     _clear_previous(root, manifest)
     root.mkdir(parents=True, exist_ok=True)
     _write_manifest(root, _manifest(params, plan, complete=False))
-    for class_index, name in enumerate(plan.class_names):
-        for split in ("train", "val"):
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-        for image_index in range(plan.images_per_class):
-            split = "train" if image_index < plan.train_per_class else "val"
-            out_dir = root / split / name
-            pixels = render_shape_image(name, image_size, _image_rng(seed, class_index, image_index))
-            path = out_dir / f"{image_index:05d}.png"
-            Image.fromarray(pixels).save(path, compress_level=_PNG_COMPRESS_LEVEL)
+    _write_images(root, plan, seed, _worker_count(workers, plan))
     _write_manifest(root, _manifest(params, plan, complete=True))
     return root
+
+
+def _worker_count(requested: int | None, plan: ShapesPlan) -> int:
+    if requested is not None:
+        return min(requested, plan.num_classes)
+    if plan.num_images < _PARALLEL_THRESHOLD:
+        return 1  # starting processes costs more than it saves
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, plan.num_classes))
+
+
+def _write_images(root: Path, plan: ShapesPlan, seed: int, workers: int) -> None:
+    jobs = [(root, plan, seed, class_index) for class_index in range(plan.num_classes)]
+    if workers == 1:
+        for job in jobs:
+            _write_class(*job)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_write_class, *job) for job in jobs]
+        for future in futures:
+            future.result()  # re-raises a worker's error here
+
+
+def _write_class(root: Path, plan: ShapesPlan, seed: int, class_index: int) -> None:
+    name = plan.class_names[class_index]
+    for split in ("train", "val"):
+        (root / split / name).mkdir(parents=True, exist_ok=True)
+    for image_index in range(plan.images_per_class):
+        split = "train" if image_index < plan.train_per_class else "val"
+        pixels = render_shape_image(name, plan.image_size, _image_rng(seed, class_index, image_index))
+        path = root / split / name / f"{image_index:05d}.png"
+        Image.fromarray(pixels).save(path, compress_level=_PNG_COMPRESS_LEVEL)
 
 
 # --- manifest -----------------------------------------------------------------------------------------

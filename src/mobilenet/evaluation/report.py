@@ -15,8 +15,7 @@ from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.metrics import EvalResult, evaluate_model
 from mobilenet.fileio import atomic_path, atomic_write_text
 from mobilenet.models.builder import MobileNet
-from mobilenet.training.checkpoint import resolve_weights
-from mobilenet.weights.format import load
+from mobilenet.weights.format import load, resolve_weights
 
 
 @dataclass

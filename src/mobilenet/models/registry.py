@@ -83,11 +83,18 @@ def config_from_name(name: str, **overrides: Any) -> ModelConfig:
     return base.replace(**options) if options else base
 
 
-def create_model(name: str, **overrides: Any) -> MobileNet:
+def create_model(name: str, *, pretrained: str | None = None, **overrides: Any) -> MobileNet:
     """Build a model by name; keyword options override the name's parts and the defaults.
+
+    ``pretrained="torchvision"`` or ``"timm"`` downloads (once, into ``$MOBILENET_HOME``), verifies and loads that
+    library's official weights for the name's architecture and width (:mod:`mobilenet.weights.download`).
 
     >>> model = create_model("mobilenet_v3_small_1.0_224", num_classes=10, dropout=0.1)
     """
+    if pretrained is not None:
+        from mobilenet.weights.download import pretrained_model  # lazy: the weights package imports this module
+
+        return pretrained_model(name, pretrained, **overrides)
     return MobileNet(config_from_name(name, **overrides))
 
 

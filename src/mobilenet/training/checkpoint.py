@@ -52,16 +52,3 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
-
-
-def resolve_weights(path: str | Path) -> Path:
-    """Accept a weights file or a run folder (its best, else last, weights)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (BEST_WEIGHTS, LAST_WEIGHTS):
-            if (path / name).is_file():
-                return path / name
-        raise MobilenetError(f"{path} has no {BEST_WEIGHTS} or {LAST_WEIGHTS}; pass a run folder or a weights file")
-    if not path.exists():
-        raise MobilenetError(f"checkpoint not found: {path}")
-    return path

@@ -39,6 +39,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.0  # 0 disables the exponential moving average of the weights
     dropout: float | None = None
+    bn_momentum: float | None = None  # None: the model's (0.01, TF's 0.99 decay); 0.1 suits short runs
     train_scale: tuple[float, float] = (0.25, 1.0)
     hflip: float = 0.5
     clip_grad_norm: float | None = 5.0

@@ -50,8 +50,7 @@ class ImageClassifier:
         (transfer learning: the head alone first, then everything with a lower backbone learning rate)."""
         weights = Path(model) if Path(model).suffix == ".safetensors" or Path(model).is_dir() else None
         if weights is not None:
-            from mobilenet.training.checkpoint import resolve_weights
-            from mobilenet.weights.format import read_metadata
+            from mobilenet.weights.format import read_metadata, resolve_weights
 
             weights = resolve_weights(weights)
             meta = read_metadata(weights)["config"]
@@ -70,7 +69,7 @@ class ImageClassifier:
 
     @classmethod
     def from_weights(cls, path: str | Path) -> ImageClassifier:
-        from mobilenet.training.checkpoint import resolve_weights
+        from mobilenet.weights.format import resolve_weights
 
         resolved = resolve_weights(path)
         return cls(load(resolved), resolved.parent)

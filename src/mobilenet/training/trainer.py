@@ -98,20 +98,20 @@ class Trainer:
         self.quiet = quiet
 
     # ---- set-up -------------------------------------------------------------------------------------------
+    def _model_overrides(self) -> dict[str, Any]:
+        options = {"dropout": self.config.dropout, "bn_momentum": self.config.bn_momentum}
+        return {key: value for key, value in options.items() if value is not None}
+
     def _model_config(self) -> ModelConfig:
         if self.init_weights is not None:
-            config = read_metadata(self.init_weights)["config"]
-            return config.replace(dropout=self.config.dropout) if self.config.dropout is not None else config
-        overrides = {} if self.config.dropout is None else {"dropout": self.config.dropout}
-        return config_from_name(self.config.model, **overrides)
+            return read_metadata(self.init_weights)["config"].replace(**self._model_overrides())
+        return config_from_name(self.config.model, **self._model_overrides())
 
     def _build_model(self, model_config: ModelConfig, class_names: list[str]) -> MobileNet:
         if self.init_weights is None:
             model = MobileNet(model_config.replace(num_classes=len(class_names)))
         else:
-            model = load_weights(self.init_weights)
-            if model_config.dropout is not None:
-                model.dropout = nn.Dropout(model_config.dropout) if model_config.dropout > 0 else nn.Identity()
+            model = load_weights(self.init_weights, **self._model_overrides())
             if model.class_names != class_names:
                 model.reset_classifier(len(class_names))
         model.class_names = list(class_names)
@@ -127,6 +127,7 @@ class Trainer:
             seed=self.config.seed,
             num_workers=self.config.num_workers,
             train_scale=tuple(self.config.train_scale),
+            hflip=self.config.hflip,
             distributed=world.distributed,
         )
 

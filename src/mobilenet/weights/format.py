@@ -92,10 +92,23 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
 
     state = load_file(str(path), device=str(map_location))
     try:
-        model.load_state_dict(state, strict=not overrides)
+        model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise MobilenetError(f"{path}: weights do not fit the model in its metadata ({first})") from None
     model.class_names = meta["class_names"]
     model.weights_info = {k: meta[k] for k in ("source", "license", "extra")}
     return model.to(map_location).eval()
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """Accept a weights file or a run folder (its best, else last, weights)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise MobilenetError(f"{path} has no best.safetensors or last.safetensors; pass a run folder or a weights file")
+    if not path.exists():
+        raise MobilenetError(f"checkpoint not found: {path}")
+    return path

@@ -31,6 +31,7 @@ alpha in [0.75, 1.25), and other alphas are refused. Weights-only files carry no
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,7 @@ from mobilenet.weights.tflite_import import (
 )
 
 LICENSE_NOTE = (
-    "as distributed with the source file; the weights of keras.applications MobileNets are under the "
-    "Apache License 2.0"
+    "as distributed with the source file; the weights of keras.applications MobileNets are under the Apache License 2.0"
 )
 KERAS_DEFAULT_EPS = 1e-3  # keras.layers.BatchNormalization's default, used by every keras.applications MobileNet
 KERAS_DEFAULT_RESOLUTION = 224
@@ -100,6 +100,12 @@ class KerasSource:
     layers: list[KerasLayer]
     graph: KerasGraph | None
     sha256: str | None = None
+    input_shape: tuple[Any, ...] | None = None  # from a whole-model .h5 read without its graph
+
+    @property
+    def has_configs(self) -> bool:
+        """Whether the layers' classes and options are known (not a weights-only file)."""
+        return any(layer.config for layer in self.layers)
 
     @property
     def weighted(self) -> list[KerasLayer]:
@@ -128,9 +134,7 @@ def read_keras(source: Any) -> KerasSource:
     """Read a ``.keras``/``.h5`` file or an in-memory ``keras.Model`` into layers (and a graph when it has one)."""
     if not isinstance(source, (str, os.PathLike)):
         if not hasattr(source, "layers") or not hasattr(source, "inputs"):
-            raise MobilenetError(
-                f"expected a path to a .keras/.h5 file or a keras.Model, got {type(source).__name__}"
-            )
+            raise MobilenetError(f"expected a path to a .keras/.h5 file or a keras.Model, got {type(source).__name__}")
         return _from_model(source, f"keras.Model {getattr(source, 'name', '?')!r}")
     file = Path(source)
     if not file.is_file():
@@ -165,24 +169,46 @@ def _read_h5(file: Path) -> KerasSource:
         raise MobilenetError("reading .h5 files needs h5py: pip install 'mobilenet[keras]'") from None
     try:
         with h5py.File(file, "r") as handle:
-            if "model_config" in handle.attrs:
-                kind = "model"
-            else:
-                group = handle["model_weights"] if "model_weights" in handle else handle
-                if not _h5_names(group, "layer_names"):
-                    kind = "keras3-weights" if "layers" in handle else "unknown"
-                else:
-                    return KerasSource(file.name, _h5_layers(group), None)
-    except (OSError, KeyError) as exc:
-        raise MobilenetError(f"{file.name} is not a readable HDF5 file ({exc}); is it truncated?") from None
-    if kind == "model":
-        return _from_model(_load_model(file), file.name)
-    if kind == "keras3-weights":
+            configs, input_shape = _h5_model_config(handle)
+            group = handle["model_weights"] if "model_weights" in handle else handle
+            stored = KerasSource(file.name, _h5_layers(group, configs), None, input_shape=input_shape)
+            keras3_weights = "layers" in handle and not stored.layers
+    except (OSError, KeyError, ValueError) as exc:
+        raise MobilenetError(f"{file.name} is not a readable Keras HDF5 file ({exc}); is it truncated?") from None
+    if configs:
+        try:
+            return _from_model(_load_model(file), file.name)
+        except MobilenetError:
+            if not stored.layers:
+                raise
+            # Keras 3 cannot rebuild every graph from the legacy format (V3's `x + 3.0` ops): the layer configs and
+            # weights stored beside it still say everything but the activations and the padding.
+            return stored
+    if stored.layers:
+        return stored
+    if keras3_weights:
         raise MobilenetError(
             f"{file.name} is a Keras 3 .weights.h5 file, which keeps no layer order; build the model with "
             "keras.applications (weights=path) and pass the model to import_keras"
         )
     raise MobilenetError(f"{file.name} holds neither a Keras model nor Keras weights (no model_config/layer_names)")
+
+
+def _h5_model_config(handle: Any) -> tuple[dict[str, tuple[str, dict[str, Any]]], tuple[Any, ...] | None]:
+    """Each layer's class and config, and the input shape, from a whole-model file's ``model_config``."""
+    raw = handle.attrs.get("model_config")
+    if raw is None:
+        return {}, None
+    config = json.loads(raw.decode("utf8") if isinstance(raw, bytes) else str(raw))
+    layers: dict[str, tuple[str, dict[str, Any]]] = {}
+    input_shape = None
+    for entry in config.get("config", {}).get("layers", []):
+        layer_config = entry.get("config", {})
+        name = layer_config.get("name", entry.get("name"))
+        layers[name] = (entry.get("class_name", "Unknown"), layer_config)
+        if entry.get("class_name") == "InputLayer":
+            input_shape = tuple(layer_config.get("batch_shape") or layer_config.get("batch_input_shape") or ())
+    return layers, input_shape
 
 
 def _h5_names(group: Any, name: str) -> list[str]:
@@ -202,7 +228,7 @@ def _short_name(path: str) -> str:
     return path.split("/")[-1].split(":")[0]
 
 
-def _h5_layers(group: Any) -> list[KerasLayer]:
+def _h5_layers(group: Any, configs: dict[str, tuple[str, dict[str, Any]]]) -> list[KerasLayer]:
     layers = []
     for name in _h5_names(group, "layer_names"):
         if name not in group:
@@ -210,7 +236,8 @@ def _h5_layers(group: Any) -> list[KerasLayer]:
         weights = {}
         for path in _h5_names(group[name], "weight_names"):
             weights[_short_name(path)] = np.asarray(group[name][path], dtype=np.float32)
-        layers.append(KerasLayer(name, _kind_from_weights(weights), _normalise(weights)))
+        kind, config = configs.get(name, (_kind_from_weights(weights), {}))
+        layers.append(KerasLayer(name, kind, _normalise(weights), config))
     return layers
 
 
@@ -237,6 +264,8 @@ def _normalise(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _from_model(model: Any, label: str) -> KerasSource:
+    # A Sequential model runs a functional model inside; its graph is the one to read.
+    model = model if hasattr(model, "_nodes_by_depth") else getattr(model, "_functional", None) or model
     if not hasattr(model, "_nodes_by_depth"):
         raise MobilenetError(
             f"{label} is a {type(model).__name__}, not a functional Keras model; build it with keras.applications"
@@ -244,7 +273,7 @@ def _from_model(model: Any, label: str) -> KerasSource:
     graph = KerasGraph(model)
     layers = []
     for layer in model.layers:
-        weights = {_short_name(str(getattr(v, "path", v.name))): np.asarray(_numpy(v), np.float32) for v in layer.weights}
+        weights = {_short_name(str(getattr(v, "path", v.name))): _numpy(v).astype(np.float32) for v in layer.weights}
         try:
             config = layer.get_config()
         except Exception:  # a custom layer without get_config: shapes still identify it
@@ -453,17 +482,17 @@ class _Matcher:
     # --- what only the graph tells ---
 
     def check_geometry(self, layer: KerasLayer, k: int, stride: int, what: str) -> None:
-        if self.graph is None or layer.node is None:
-            return
         config = layer.config
+        if not config:
+            return
         if tuple(config.get("strides", (1, 1))) != (stride, stride):
             raise self.fail(layer, f"strides {tuple(config.get('strides'))}, expected {what}")
         if tuple(config.get("dilation_rate", (1, 1))) != (1, 1):
             raise self.fail(layer, f"dilation {tuple(config.get('dilation_rate'))}, expected {what}")
         if config.get("data_format", "channels_last") != "channels_last":
             raise MobilenetError(f"{self.source.label}: channels_first Keras models are not supported")
-        if k == 1 or config.get("padding") == "same":
-            return  # Keras' "same" is TF SAME, our tf_same
+        if k == 1 or config.get("padding") == "same" or self.graph is None or layer.node is None:
+            return  # Keras' "same" is TF SAME, our tf_same; without the graph the padding layers are not known
         pad_node = self.graph.producers.get(id(layer.node.input_tensors[0]))
         if pad_node is None or type(pad_node.operation).__name__ != "ZeroPadding2D":
             raise self.fail(layer, f"VALID padding without a ZeroPadding2D before it, expected {what}")
@@ -534,11 +563,16 @@ def _num_classes(source: KerasSource) -> int:
 def _resolution(source: KerasSource, override: int | None) -> int:
     if override is not None:
         return int(override)
-    if source.graph is None:
+    if source.graph is not None:
+        if len(source.graph.inputs) != 1:
+            raise MobilenetError(
+                f"{source.label}: the model has {len(source.graph.inputs)} inputs; a MobileNet has one"
+            )
+        shape = tuple(source.graph.inputs[0].shape)
+    elif source.input_shape:
+        shape = source.input_shape
+    else:
         return KERAS_DEFAULT_RESOLUTION
-    if len(source.graph.inputs) != 1:
-        raise MobilenetError(f"{source.label}: the model has {len(source.graph.inputs)} inputs; a MobileNet has one")
-    shape = tuple(source.graph.inputs[0].shape)
     if len(shape) != 4 or shape[3] != 3:
         raise MobilenetError(f"{source.label}: input shaped {list(shape)}; a MobileNet takes [batch, R, R, 3] (NHWC)")
     if shape[1] is None and shape[2] is None:
@@ -577,7 +611,11 @@ def _alpha_candidates(source: KerasSource, spec: ArchSpec) -> list[str]:
         text = format_alpha(alpha)
         if 0 < alpha <= 2 and text not in names:
             names.append(text)
-    return names
+    # Building a candidate is the slow part: keep those that give the stem's width, else the first guesses so
+    # that the error can say where the closest one differs.
+    stem = widths[0] if widths else None
+    fitting = [a for a in names if WidthScaler(spec, float(a))(spec.layers[0].out_channels) == stem]
+    return fitting or names[:2]
 
 
 @dataclass
@@ -609,8 +647,10 @@ def recognise(source: KerasSource, resolution: int | None = None) -> _Recognised
                 continue
             return _Recognised(name, classes, matcher)
     _refuse_v3_alpha(source, archs)
-    hint = "" if count in {_depthwise_count(s) for s in ARCHITECTURES.values()} else (
-        f" (it has {count} depthwise convs; no MobileNet we know has that many)"
+    hint = (
+        ""
+        if count in {_depthwise_count(s) for s in ARCHITECTURES.values()}
+        else (f" (it has {count} depthwise convs; no MobileNet we know has that many)")
     )
     if best is None:
         raise MobilenetError(f"{source.label}: cannot map the model onto any MobileNet{hint}")
@@ -623,18 +663,24 @@ def recognise(source: KerasSource, resolution: int | None = None) -> _Recognised
 def _refuse_v3_alpha(source: KerasSource, archs: list[str]) -> None:
     """Keras' V3 keeps a 16-channel stem for any alpha; name the alpha if that is why nothing fit."""
     widths = _conv_widths(source)
+    weighted = source.weighted
+    # The body's last conv (Keras' conv_1, 6 x the last block's width) is the last conv followed by a BatchNorm.
+    body = [
+        int(layer.weights["kernel"].shape[-1])
+        for layer, after in zip(weighted, weighted[1:])
+        if layer.kind == "Conv2D" and after.kind == "BatchNormalization"
+    ]
     for arch in archs:
         spec = ARCHITECTURES[arch]
-        if not arch.startswith("mobilenet_v3") or not widths or widths[0] != _V3_STEM:
+        if not arch.startswith("mobilenet_v3") or not widths or widths[0] != _V3_STEM or not body:
             continue
-        last_conv = spec.layers[-1].out_channels  # 960 or 576: Keras' conv_1, before the head
-        candidates = [w for w in widths if abs(w / last_conv - round(w / last_conv * 20) / 20) < 0.03]
-        alpha = candidates[-1] / last_conv if candidates else None
-        if alpha is not None and WidthScaler(spec, alpha)(spec.layers[0].out_channels) != _V3_STEM:
+        alpha = body[-1] / spec.layers[-1].out_channels
+        ours = WidthScaler(spec, alpha)(spec.layers[0].out_channels)
+        if ours != _V3_STEM:
             raise MobilenetError(
                 f"{source.label}: Keras' MobileNetV3 keeps its stem at 16 channels for every alpha, ours scales it "
-                f"with alpha ({WidthScaler(spec, alpha)(16)} channels at alpha {format_alpha(alpha)}); only Keras "
-                "alphas in [0.75, 1.25) can be imported exactly"
+                f"with alpha ({ours} channels at alpha {format_alpha(alpha)}); only Keras alphas in [0.75, 1.25) "
+                "can be imported exactly"
             )
 
 
@@ -649,16 +695,25 @@ def _preprocessing(source: KerasSource, resolution: int, num_classes: int) -> tu
     nodes: list[Any] = []
     if graph is not None and graph.inputs:
         nodes, _ = graph.chain(graph.inputs[0])
-    if not nodes:
+    pixels = np.linspace(0.0, 1.0, 256)
+    rescaling = [layer for layer in source.layers if layer.kind == "Rescaling"] if graph is None else []
+    if rescaling:  # a whole-model .h5 read without its graph: the Rescaling layer's config says it all
+        scale, offset = (
+            np.broadcast_to(np.asarray(rescaling[0].config.get(k, d), np.float64), 3)
+            for k, d in (("scale", 1.0), ("offset", 0.0))
+        )
+        mean, std = _fit_rescaling(source.label, pixels, pixels.reshape(-1, 1) * 255.0 * scale + offset)
+        how = "the Rescaling layer in its config, fed pixels in [0, 255]"
+    elif not nodes:
         mean, std = INCEPTION_MEAN, INCEPTION_STD
-        how = "Keras' preprocess_input for MobileNet/MobileNetV2 (inputs in [-1, 1])"
+        how = "Keras' convention for MobileNets (inputs in [-1, 1]: preprocess_input, or V3's built-in Rescaling)"
     else:
         assert graph is not None
-        pixels = np.linspace(0.0, 1.0, 256)
         values = np.repeat((pixels * 255.0).reshape(-1, 1, 1, 1), 3, axis=3).astype(np.float32)
         real = graph.evaluate(nodes, graph.inputs[0], values).reshape(256, 3).astype(np.float64)
         mean, std = _fit_rescaling(source.label, pixels, real)
-        how = f"the layers at its input ({', '.join(type(n.operation).__name__ for n in nodes)}), fed pixels in [0, 255]"
+        names = ", ".join(type(node.operation).__name__ for node in nodes)
+        how = f"the layers at its input ({names}), fed pixels in [0, 255]"
     prep = Preprocessing(
         resolution=resolution,
         mean=tuple(mean),
@@ -696,14 +751,14 @@ def _model_options(source: KerasSource, matcher: _Matcher) -> dict[str, Any]:
         momentum = 1.0 - matcher.bn_momentum.pop()  # Keras' moving-average decay is PyTorch's 1 - momentum
         if 0 < momentum <= 1:
             options["bn_momentum"] = momentum
-    if source.graph is not None:
+    if source.has_configs:
         rates = [float(layer.config.get("rate", 0.0)) for layer in source.layers if layer.kind == "Dropout"]
         options["dropout"] = rates[-1] if rates else 0.0  # Keras' V2 has no dropout at all
     return options
 
 
 def _graph_output(source: KerasSource) -> str:
-    if source.graph is None:
+    if not source.has_configs:
         return "unknown (weights-only file)"
     tail = [source.weighted[-1], source.layers[-1]] if source.weighted else []
     if any(layer.config.get("activation") == "softmax" for layer in tail):
@@ -745,4 +800,3 @@ def import_keras(
         },
     }
     return model.eval()
-
