@@ -57,8 +57,16 @@ def write_blobs(root: Path, classes: int = 3, per_class: int = 12, size: int = 3
 
 
 def tiny_config(**overrides):
-    values = dict(model="mobilenet_v1_0.25_32", epochs=2, batch_size=8, lr=0.01, ema_decay=0.0,
-                  precision="fp32", channels_last=False, val_fraction=0.25)
+    values = dict(
+        model="mobilenet_v1_0.25_32",
+        epochs=2,
+        batch_size=8,
+        lr=0.01,
+        ema_decay=0.0,
+        precision="fp32",
+        channels_last=False,
+        val_fraction=0.25,
+    )
     values.update(overrides)
     return make_train_config("finetune", **values)
 
@@ -67,8 +75,16 @@ def tiny_config(**overrides):
 def test_digits_reaches_95_percent(tmp_path: Path) -> None:
     train_dir, test_dir = write_digits(tmp_path / "digits")
     config = make_train_config(
-        "finetune", model="mobilenet_v2_0.5_32", epochs=12, batch_size=64, lr=0.005, ema_decay=0.0,
-        precision="fp32", train_scale=(0.8, 1.0), hflip=0.0, warmup_epochs=1,
+        "finetune",
+        model="mobilenet_v2_0.5_32",
+        epochs=12,
+        batch_size=64,
+        lr=0.005,
+        ema_decay=0.0,
+        precision="fp32",
+        train_scale=(0.8, 1.0),
+        hflip=0.0,
+        warmup_epochs=1,
     )
     result = Trainer(config, train_dir, test_dir, tmp_path / "run", quiet=True).fit()
     report = ImageClassifier.from_weights(result.run_dir).evaluate(test_dir)
@@ -80,8 +96,16 @@ def test_run_folder_contents_and_metrics(tmp_path: Path) -> None:
     data = write_blobs(tmp_path / "data")
     result = Trainer(tiny_config(), data, None, tmp_path / "run", quiet=True).fit()
     run = result.run_dir
-    for name in ("state.pt", "last.safetensors", "best.safetensors", "metrics.csv", "metrics.jsonl", "curves.png",
-                 "summary.json", "train_config.json"):
+    for name in (
+        "state.pt",
+        "last.safetensors",
+        "best.safetensors",
+        "metrics.csv",
+        "metrics.jsonl",
+        "curves.png",
+        "summary.json",
+        "train_config.json",
+    ):
         assert (run / name).is_file(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
@@ -94,9 +118,32 @@ def test_run_folder_contents_and_metrics(tmp_path: Path) -> None:
 
 
 def _train_cli(data: Path, out: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "mobilenet", "train", str(data), "--model", "mobilenet_v1_0.25_32",
-               "--recipe", "finetune", "--epochs", "4", "--batch-size", "4", "--lr", "0.01", "--ema-decay", "0.5",
-               "--precision", "fp32", "--deterministic", "--out", str(out), "--quiet", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "mobilenet",
+        "train",
+        str(data),
+        "--model",
+        "mobilenet_v1_0.25_32",
+        "--recipe",
+        "finetune",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.01",
+        "--ema-decay",
+        "0.5",
+        "--precision",
+        "fp32",
+        "--deterministic",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -128,25 +175,122 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path: Path) -
 
 
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
-    data = write_blobs(tmp_path / "data", per_class=16)
-    common = ["--model", "mobilenet_v1_0.25_32", "--recipe", "finetune", "--epochs", "2", "--batch-size", "8",
-              "--lr", "0.01", "--ema-decay", "0", "--dropout", "0", "--precision", "fp32", "--sync-bn",
-              "--set", "train_scale=[1.0,1.0]", "--set", "hflip=0.0", "--no-channels-last", "--quiet"]
-    single = subprocess.run([sys.executable, "-m", "mobilenet", "train", str(data), "--out", str(tmp_path / "one"),
-                             *common], env=ENV, capture_output=True, text=True, timeout=300)
+    data = write_blobs(tmp_path / "data", per_class=32, size=64)
+    # SGD, not Adam: Adam turns float-noise-sized gradients into full-size steps, so two exact-in-math runs
+    # would drift apart for reasons that have nothing to do with DDP.
+    common = [
+        "--model",
+        "mobilenet_v1_0.5_64",
+        "--recipe",
+        "finetune",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.002",
+        "--ema-decay",
+        "0",
+        "--dropout",
+        "0",
+        "--precision",
+        "fp32",
+        "--sync-bn",
+        "--set",
+        "train_scale=[1.0,1.0]",
+        "--set",
+        "hflip=0.0",
+        "--no-channels-last",
+        "--quiet",
+    ]
+    single = subprocess.run(
+        [sys.executable, "-m", "mobilenet", "train", str(data), "--out", str(tmp_path / "one"), *common],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
     double = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
-         "-m", "mobilenet", "train", str(data), "--out", str(tmp_path / "two"), *common],
-        env=ENV, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29531",
+            "-m",
+            "mobilenet",
+            "train",
+            str(data),
+            "--out",
+            str(tmp_path / "two"),
+            *common,
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert double.returncode == 0, double.stderr[-3000:]
     one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert len(one) == len(two) == 2
+    # Identical in exact arithmetic. In float32 the summation orders differ by ~1e-6 and BatchNorm over small
+    # batches amplifies that step by step (two single-process runs whose inputs differ by 1e-6 drift ~1e-3 apart
+    # within four steps), so the first epoch and the validation losses are compared; the exact mechanism is
+    # checked gradient by gradient in test_ddp_gradients_equal_single_process_gradients.
+    assert one[0]["train_loss"] == pytest.approx(two[0]["train_loss"], rel=2e-3)
     for a, b in zip(one, two):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-5)
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+
+
+def _ddp_gradients(rank: int, port: int, x: torch.Tensor, y: torch.Tensor, queue) -> None:
+    import torch.distributed as dist
+
+    from mobilenet.training.sync_batchnorm import convert_sync_batchnorm
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = mobilenet.create_model("mobilenet_v3_small_0.75_64", num_classes=3, dropout=0.0)
+    model = convert_sync_batchnorm(model, torch.device("cpu"))
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    torch.nn.functional.cross_entropy(ddp(x[rank::2]), y[rank::2]).backward()
+    if rank == 0:
+        queue.put({name: p.grad.numpy().copy() for name, p in model.named_parameters()})
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ddp_gradients_equal_single_process_gradients() -> None:
+    """2 processes x batch 4 with the CPU SyncBatchNorm give the gradients of 1 process x batch 8."""
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(1)
+    x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 3, (8,))
+    torch.manual_seed(0)
+    model = mobilenet.create_model("mobilenet_v3_small_0.75_64", num_classes=3, dropout=0.0)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_ddp_gradients, args=(r, 29571, x, y, queue)) for r in range(2)]
+    for worker in workers:
+        worker.start()
+    gradients = queue.get(timeout=120)
+    for worker in workers:
+        worker.join(timeout=60)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(
+            torch.from_numpy(gradients[name]),
+            param.grad,
+            rtol=1e-3,
+            atol=1e-4 * param.grad.abs().max().item() + 1e-7,
+            msg=name,
+        )
 
 
 def test_corrupt_files_are_skipped_and_counted(tmp_path: Path) -> None:
@@ -167,8 +311,9 @@ def test_finetune_freezes_backbone_in_stage_one(tmp_path: Path) -> None:
     config = tiny_config(epochs=2, freeze_backbone_epochs=1)
     trainer = Trainer(config, other, None, tmp_path / "ft", init_weights=base.run_dir / "last.safetensors", quiet=True)
     config_one_epoch = tiny_config(epochs=1, freeze_backbone_epochs=1)
-    stage_one = Trainer(config_one_epoch, other, None, tmp_path / "stage1",
-                        init_weights=base.run_dir / "last.safetensors", quiet=True).fit()
+    stage_one = Trainer(
+        config_one_epoch, other, None, tmp_path / "stage1", init_weights=base.run_dir / "last.safetensors", quiet=True
+    ).fit()
     before = load_file(base.run_dir / "last.safetensors")
     after = load_file(stage_one.run_dir / "last.safetensors")
     for key, value in before.items():
@@ -183,8 +328,28 @@ def test_finetune_freezes_backbone_in_stage_one(tmp_path: Path) -> None:
 def test_cli_train_evaluate_predict_and_errors(tmp_path: Path, capsys) -> None:
     data = write_blobs(tmp_path / "data")
     run = tmp_path / "run"
-    assert cli(["train", str(data), "--model", "mobilenet_v1_0.25_32", "--recipe", "finetune", "--epochs", "1",
-                "--batch-size", "8", "--precision", "fp32", "--out", str(run), "--quiet"]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                str(data),
+                "--model",
+                "mobilenet_v1_0.25_32",
+                "--recipe",
+                "finetune",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--precision",
+                "fp32",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert cli(["evaluate", str(run), str(data), "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
     assert "top-1" in out and "class_0" in out
@@ -217,8 +382,9 @@ def test_cli_train_evaluate_predict_and_errors(tmp_path: Path, capsys) -> None:
 
 def test_image_classifier_api(tmp_path: Path) -> None:
     data = write_blobs(tmp_path / "data")
-    classifier = ImageClassifier.create(data, model="mobilenet_v1_0.25_32", epochs=1, batch_size=8,
-                                        precision="fp32", run_dir=tmp_path / "run")
+    classifier = ImageClassifier.create(
+        data, model="mobilenet_v1_0.25_32", epochs=1, batch_size=8, precision="fp32", run_dir=tmp_path / "run"
+    )
     assert classifier.class_names == ["class_0", "class_1", "class_2"]
     metrics = classifier.evaluate(data)
     assert 0 <= metrics["top1"] <= 100 and metrics["num_samples"] == 36

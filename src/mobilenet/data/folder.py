@@ -272,10 +272,12 @@ def _train_loader(dataset: ImageFolderDataset, seed: int, distributed: bool, arg
     one image breaks BatchNorm at small resolutions.
     """
     world = _dist_world() if distributed else {"num_replicas": 1, "rank": 0}
-    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, **world)
+    # drop_last here trims the index list to a multiple of the world size instead of padding it with repeats,
+    # so every world size walks the same global batches and the same number of steps.
+    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True, **world)
     # The generator fixes the base seed of each worker's torch RNG.
     generator = torch.Generator().manual_seed(seed)
-    per_rank = -(-len(dataset) // world["num_replicas"])
+    per_rank = len(dataset) // world["num_replicas"]
     loader_args = dict(args, drop_last=per_rank > args["batch_size"])
     return DataLoader(dataset, sampler=sampler, generator=generator, **loader_args)
 

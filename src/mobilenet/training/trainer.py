@@ -29,9 +29,10 @@ from mobilenet.models.builder import MobileNet, ModelConfig
 from mobilenet.models.registry import config_from_name
 from mobilenet.training import checkpoint
 from mobilenet.training.config import TrainConfig
-from mobilenet.training.distributed import World, barrier, init_world, shutdown
+from mobilenet.training.distributed import World, all_reduce_sum, barrier, init_world, shutdown
 from mobilenet.training.ema import ModelEma
 from mobilenet.training.optim import build_optimizer, lr_multiplier, parameter_groups
+from mobilenet.training.sync_batchnorm import convert_sync_batchnorm
 from mobilenet.weights.format import load as load_weights
 from mobilenet.weights.format import read_metadata, save_weights
 
@@ -156,7 +157,7 @@ class Trainer:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.sync_bn and world.distributed:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, device)
         raw_model = model
         groups = parameter_groups(raw_model, cfg, HEAD_PARTS)
         optimizer = build_optimizer(groups, cfg)
@@ -311,10 +312,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}%",
                                 img_s=f"{rate:.0f}")
         seconds = time.perf_counter() - started
+        loss_sum, correct, count, skipped = all_reduce_sum(world, [loss_sum, correct, count, skipped])
         stats = {
             "loss": loss_sum / max(count, 1),
             "acc": 100.0 * correct / max(count, 1),
-            "images_per_s": count * world.size / max(seconds, 1e-9),
+            "images_per_s": count / max(seconds, 1e-9),
             "skipped": skipped,
         }
         return stats, step

@@ -71,7 +71,6 @@ LICENSE_NOTE = (
 )
 KERAS_DEFAULT_EPS = 1e-3  # keras.layers.BatchNormalization's default, used by every keras.applications MobileNet
 KERAS_DEFAULT_RESOLUTION = 224
-_CONVS = frozenset({"Conv2D", "DepthwiseConv2D"})
 _LINEARS = frozenset({"Conv2D", "Dense"})
 _V3_STEM = 16  # Keras' MobileNetV3 stem width, the same for every alpha
 
@@ -121,8 +120,9 @@ def _keras() -> Any:
         raise MobilenetError("reading Keras models needs keras 3 and h5py: pip install 'mobilenet[keras]'") from None
     except Exception as exc:  # Keras raises assorted errors when its backend cannot load
         backend = os.environ.get("KERAS_BACKEND")
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise MobilenetError(
-            f"keras failed to start with KERAS_BACKEND={backend!r} ({type(exc).__name__}: {exc}); "
+            f"keras failed to start with KERAS_BACKEND={backend!r} ({type(exc).__name__}: {first}); "
             "unset KERAS_BACKEND or set it to 'torch'"
         ) from None
     if not str(getattr(keras, "__version__", "0")).startswith("3"):
