@@ -18,6 +18,7 @@ import mobilenet
 from mobilenet.cli.tables import format_table
 from mobilenet.evaluation.metrics import autocast_context
 from mobilenet.fileio import atomic_write_text
+from mobilenet.profiling.cost import cost_of
 from mobilenet.profiling.timing import measure
 from mobilenet.training.trainer import resolve_precision
 
@@ -57,7 +58,7 @@ def main() -> None:
     for name, batch in CASES:
         baseline = None
         for label, precision, channels_last in MODES:
-            resolved = resolve_precision(precision, torch.device("cpu"))
+            resolved = resolve_precision(precision, torch.device("cpu"), cost_of(name).mult_adds)
             timing = measure(step_fn(name, batch, resolved, channels_last), warmup=2, iterations=args.iterations)
             rate = batch / timing.median
             baseline = baseline or rate

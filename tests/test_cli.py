@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mobilenet.cli.main import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +55,31 @@ def test_user_mistakes_are_one_line_errors_with_status_2() -> None:
         assert fragment in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_import_then_predict_prints_imagenet_labels(coral_dir: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) is not installed")
+    weights = tmp_path / "v2.safetensors"
+    source = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    assert cli(["import", str(source), "--labels", str(coral_dir / "imagenet_labels.txt"), "-o", str(weights)]) == 0
+    capsys.readouterr()
+    assert cli(["predict", str(weights), str(coral_dir / "cat.bmp"), "--topk", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.split(": ", 1)[1].startswith("Egyptian cat"), line
+
+
+def test_finetune_from_imported_official_weights(coral_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) is not installed")
+    from tests.test_training import write_blobs
+
+    weights = tmp_path / "v1.safetensors"
+    assert cli(["import", str(coral_dir / "mobilenet_v1_0.25_128_quant.tflite"), "-o", str(weights)]) == 0
+    data = write_blobs(tmp_path / "data")
+    run = tmp_path / "run"
+    assert cli(["finetune", str(data), "--from", str(weights), "--epochs", "2", "--freeze-epochs", "1",
+                "--batch-size", "8", "--precision", "fp32", "--out", str(run), "--quiet"]) == 0
+    import mobilenet
+
+    model = mobilenet.load(run / "last.safetensors")
+    assert model.class_names == ["class_0", "class_1", "class_2"]
+    assert model.config.padding == "tf_same" and model.preprocessing.mean == (0.5, 0.5, 0.5)

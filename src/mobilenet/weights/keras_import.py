@@ -47,11 +47,8 @@ from mobilenet.models.layers import ConvBnAct, DepthwiseSeparable, InvertedResid
 from mobilenet.models.preprocessing import INCEPTION_MEAN, INCEPTION_STD, Preprocessing
 from mobilenet.models.registry import (
     RELEASED_MODELS,
-    build_on_meta,
-    config_from_name,
     create_model,
     format_alpha,
-    model_name,
 )
 from mobilenet.models.specs import ARCHITECTURES, ArchSpec
 from mobilenet.weights.tflite_import import (
@@ -64,6 +61,7 @@ from mobilenet.weights.tflite_import import (
     _load_state,
     _read_labels,
     _sha256,
+    search_fitting_model,
 )
 
 LICENSE_NOTE = (
@@ -630,22 +628,12 @@ def recognise(source: KerasSource, resolution: int | None = None) -> _Recognised
     classes = _num_classes(source)
     size = _resolution(source, resolution)
     archs, count = _candidate_archs(source)
-    best: tuple[int, str, str] | None = None
-    for arch in archs:
-        for alpha in _alpha_candidates(source, ARCHITECTURES[arch]):
-            name = model_name(arch, float(alpha), size)
-            try:
-                config = config_from_name(name, padding="tf_same", num_classes=classes)
-            except MobilenetError:
-                continue
-            matcher = _Matcher(source, build_on_meta(config))
-            try:
-                matcher.match()
-            except _Mismatch as mismatch:
-                if best is None or mismatch.progress > best[0]:
-                    best = (mismatch.progress, name, str(mismatch))
-                continue
-            return _Recognised(name, classes, matcher)
+    name, matcher, best = search_fitting_model(
+        archs, lambda spec: _alpha_candidates(source, spec), size, classes,
+        lambda model: _Matcher(source, model), _Mismatch,
+    )
+    if matcher is not None:
+        return _Recognised(name, classes, matcher)
     _refuse_v3_alpha(source, archs)
     hint = (
         ""

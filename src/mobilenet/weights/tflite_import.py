@@ -758,28 +758,52 @@ class _Recognised:
     matcher: _Matcher
 
 
+def search_fitting_model(
+    archs: list[str],
+    alphas_for: Any,
+    resolution: int,
+    classes: int,
+    make_matcher: Any,
+    mismatch_type: type[Exception],
+) -> tuple[str, Any, tuple[int, str, str] | None]:
+    """Try each (architecture, alpha) candidate in order; return the first whose matcher fits every layer.
+
+    Returns ``(name, matcher, best)``: ``matcher`` is None when nothing fits, and ``best`` is then the
+    ``(progress, name, reason)`` of the candidate that got furthest, for the error message. Shared by the
+    TFLite and Keras importers.
+    """
+    best: tuple[int, str, str] | None = None
+    for arch in archs:
+        for alpha in alphas_for(ARCHITECTURES[arch]):
+            name = model_name(arch, float(alpha), resolution)
+            try:
+                config = config_from_name(name, padding="tf_same", num_classes=classes)
+            except MobilenetError:
+                continue
+            matcher = make_matcher(build_on_meta(config))
+            try:
+                matcher.match()
+            except mismatch_type as mismatch:
+                progress = int(getattr(mismatch, "progress", 0))
+                if best is None or progress > best[0]:
+                    best = (progress, name, str(mismatch))
+                continue
+            return name, matcher, best
+    return "", None, best
+
+
 def recognise(graph: TfliteGraph) -> _Recognised:
     """Find the model name whose every layer fits the graph, or explain where the closest one stops fitting."""
     resolution = _resolution(graph)
     found_classes = _num_classes(graph)
     classes = found_classes or 1001
     archs, exact = _candidate_archs(graph)
-    best: tuple[int, str, str] | None = None
-    for arch in archs:
-        for alpha in _alpha_candidates(graph, ARCHITECTURES[arch]):
-            name = model_name(arch, float(alpha), resolution)
-            try:
-                config = config_from_name(name, padding="tf_same", num_classes=classes)
-            except MobilenetError:
-                continue
-            matcher = _Matcher(graph, build_on_meta(config))
-            try:
-                matcher.match()
-            except _Mismatch as mismatch:
-                if best is None or mismatch.progress > best[0]:
-                    best = (mismatch.progress, name, str(mismatch))
-                continue
-            return _Recognised(name, classes, matcher)
+    name, matcher, best = search_fitting_model(
+        archs, lambda spec: _alpha_candidates(graph, spec), resolution, classes,
+        lambda model: _Matcher(graph, model), _Mismatch,
+    )
+    if matcher is not None:
+        return _Recognised(name, classes, matcher)
     count = sum(op.type == "DEPTHWISE_CONV_2D" for op in graph.ops)
     hint = "" if exact else f" (the graph has {count} depthwise convs, no MobileNet we know has that many)"
     if best is None:
