@@ -21,11 +21,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mobilenet.cli import model_commands, train_commands, weights_commands
+    from mobilenet.cli import bench_commands, export_commands, model_commands, train_commands, weights_commands
 
     parser = OneLineParser(prog="mobilenet", description="The MobileNet family for mobile and embedded vision.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for module in (model_commands, train_commands, weights_commands):
+    for module in (model_commands, train_commands, weights_commands, export_commands, bench_commands):
         module.add_parsers(subparsers)
     return parser
 

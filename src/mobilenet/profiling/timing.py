@@ -12,7 +12,7 @@ import torch
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call; ``threads`` is torch's intra-op thread count during the measurement."""
+    """Seconds per call; ``threads`` is the thread count of the timed code (torch's intra-op count unless given)."""
 
     median: float
     p90: float
@@ -37,11 +37,13 @@ def measure(
     iterations: int = 20,
     min_seconds: float = 0.0,
     synchronize: Callable[[], None] | None = None,
+    threads: int | None = None,
 ) -> Timing:
     """Call ``fn`` ``warmup`` times, then time at least ``iterations`` calls (and ``min_seconds`` in total).
 
     Pass ``synchronize=torch.cuda.synchronize`` for GPU work: without it, asynchronous kernels make the timings
-    meaningless (pytorch/pytorch #18631).
+    meaningless (pytorch/pytorch #18631). Pass ``threads`` when ``fn`` runs in another runtime (onnxruntime,
+    OpenVINO, TFLite) with its own thread pool: that count is recorded instead of torch's.
     """
     sync = synchronize or (lambda: None)
     for _ in range(warmup):
@@ -61,5 +63,5 @@ def measure(
         p99=_percentile(ordered, 0.99),
         mean=statistics.fmean(ordered),
         iterations=len(ordered),
-        threads=torch.get_num_threads(),
+        threads=threads if threads is not None else torch.get_num_threads(),
     )

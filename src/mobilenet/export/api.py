@@ -1,0 +1,123 @@
+"""``export_model``: one call from a trained model to a checked deployment file (the `mobilenet export` command)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from mobilenet.errors import MobilenetError
+from mobilenet.export.accuracy import Int8Accuracy, int8_accuracy
+from mobilenet.export.images import calibration_batch
+from mobilenet.export.metadata import export_metadata, write_sidecar
+from mobilenet.export.runtimes import load_runner
+from mobilenet.export.verify import ParityCheck, check_parity
+
+FORMATS = ("onnx", "tflite", "torchscript", "pt2")
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt", "pt2": ".pt2"}
+INT8_FORMATS = ("onnx", "tflite")
+CHECK_IMAGES = 32
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    int8: bool
+    seconds: float
+    size_bytes: int
+    check: ParityCheck
+    accuracy: Int8Accuracy | None
+    sidecar: Path
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "int8": self.int8,
+            "seconds": round(self.seconds, 2),
+            "size_bytes": self.size_bytes,
+            "check": self.check.to_dict(),
+            "accuracy": self.accuracy.to_dict() if self.accuracy else None,
+            "sidecar": str(self.sidecar),
+        }
+
+
+def default_output(source: Path, fmt: str, int8: bool) -> Path:
+    return source.with_name(source.stem + ("_int8" if int8 else "") + SUFFIXES[fmt])
+
+
+def validate_request(fmt: str, int8: bool, calibration: str | Path | None) -> None:
+    if fmt not in FORMATS:
+        raise MobilenetError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if int8 and fmt not in INT8_FORMATS:
+        raise MobilenetError(f"--int8 is available for {' and '.join(INT8_FORMATS)}, not {fmt}")
+    if int8 and calibration is None:
+        raise MobilenetError("--int8 needs --calibration FOLDER (a few hundred images like the ones you will run on)")
+
+
+def export_model(
+    model: nn.Module,
+    output: str | Path,
+    fmt: str,
+    *,
+    int8: bool = False,
+    calibration: str | Path | None = None,
+    calibration_images: int = 200,
+    validation: str | Path | None = None,
+) -> ExportResult:
+    """Export, then check the file in its runtime against ``model``; a failed check raises.
+
+    Real images for the check come from ``validation`` (else ``calibration``); with ``int8`` and a
+    ``validation`` folder the full accuracy report (fp32 vs int8 top-1 and agreement) is computed too.
+    """
+    validate_request(fmt, int8, calibration)
+    model = model.eval()
+    pre = model.config.preprocessing
+    output = Path(output)
+    if output.suffix.lower() != SUFFIXES[fmt]:
+        raise MobilenetError(f"output {output} should end in {SUFFIXES[fmt]} for format {fmt}")
+    calib = calibration_batch(calibration, pre, calibration_images) if calibration is not None else None
+    check_source = validation if validation is not None else calibration
+    check_images = calibration_batch(check_source, pre, CHECK_IMAGES) if check_source is not None else None
+    start = time.perf_counter()
+    _write(model, output, fmt, int8, calib)
+    seconds = time.perf_counter() - start
+    runner = load_runner(output, threads=None)
+    check = check_parity(model, runner, check_images, int8=int8)
+    accuracy = int8_accuracy(model, runner, validation) if int8 and validation is not None else None
+    facts = {"format": fmt, "int8": int8, "check": check.to_dict()}
+    if accuracy is not None:
+        facts["int8_accuracy"] = accuracy.to_dict()
+    sidecar = write_sidecar(output, export_metadata(model, **facts))
+    return ExportResult(output, fmt, int8, seconds, output.stat().st_size, check, accuracy, sidecar)
+
+
+def _write(model: nn.Module, output: Path, fmt: str, int8: bool, calibration: np.ndarray | None) -> None:
+    if fmt == "onnx":
+        from mobilenet.export.onnx_export import export_onnx
+
+        if not int8:
+            export_onnx(model, output)
+            return
+        from mobilenet.export.onnx_quant import quantize_onnx
+
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", quant_friendly=True)
+            quantize_onnx(fp32, output, calibration)
+    elif fmt == "tflite":
+        from mobilenet.export.tflite_export import export_tflite
+
+        export_tflite(model, output, int8=int8, calibration=calibration)
+    elif fmt == "torchscript":
+        from mobilenet.export.torch_export import export_torchscript
+
+        export_torchscript(model, output)
+    else:
+        from mobilenet.export.torch_export import export_pt2
+
+        export_pt2(model, output)

@@ -1,0 +1,130 @@
+"""Export to ONNX with a dynamic batch, BatchNorm folded, labels and preprocessing in ``metadata_props``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilenet.errors import MobilenetError
+from mobilenet.export.fold import fold_batchnorm
+from mobilenet.export.metadata import export_metadata
+from mobilenet.export.quant_friendly import make_quantization_friendly
+from mobilenet.fileio import atomic_path
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, quant_friendly: bool = False, batch_size: int = 1) -> Path:
+    """Write ``model`` as ONNX (opset 18) to ``path`` atomically and return the path.
+
+    ``quant_friendly`` rewrites V3's hard-swish and hard-sigmoid into ops with int8 kernels
+    (:mod:`mobilenet.export.quant_friendly`): use it for a graph that is going to be quantized.
+    """
+    onnx = _require_onnx()
+    deploy = fold_batchnorm(model)
+    if quant_friendly:
+        deploy = make_quantization_friendly(deploy)
+    resolution = model.config.resolution
+    sample = torch.randn(batch_size, model.config.in_chans, resolution, resolution)
+    program = _trace_to_onnx(deploy, sample)
+    proto = program.model_proto
+    replace_mean_with_global_pool(proto)
+    metadata = export_metadata(model, format="onnx", quant_friendly=quant_friendly)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        onnx.save(proto, str(tmp))
+    return target
+
+
+def _trace_to_onnx(model: nn.Module, sample: torch.Tensor):  # noqa: ANN202 - torch.onnx.ONNXProgram
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_loggers():
+        warnings.simplefilter("ignore")
+        return torch.onnx.export(
+            model,
+            (sample,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: batch}},
+            optimize=True,
+            verbose=False,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_loggers():  # noqa: ANN202
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def replace_mean_with_global_pool(proto) -> int:  # noqa: ANN001 - onnx.ModelProto
+    """Spatial means (squeeze-excite and the head's pooling) become GlobalAveragePool, which onnxruntime
+    and OpenVINO run in int8; ReduceMean stays float in their quantized graphs. Returns how many changed."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    nodes, changed = [], 0
+    for node in graph.node:
+        axes = _mean_axes(node, constants)
+        if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            nodes.append(node)
+            continue
+        keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        pooled = node.output[0] if keepdims else node.output[0] + "__pooled"
+        nodes.append(helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name + "__gap"))
+        if not keepdims:
+            shape_name = node.output[0] + "__flat_shape"
+            graph.initializer.append(numpy_helper.from_array(_flat_shape(), shape_name))
+            nodes.append(helper.make_node("Reshape", [pooled, shape_name], [node.output[0]], name=node.name + "__flat"))
+        changed += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return changed
+
+
+def _flat_shape():  # noqa: ANN202
+    import numpy as np
+
+    return np.array([0, -1], dtype=np.int64)
+
+
+def _mean_axes(node, constants: dict) -> list[int] | None:  # noqa: ANN001
+    if node.op_type != "ReduceMean":
+        return None
+    if len(node.input) > 1 and node.input[1] in constants:  # opset >= 18: axes is an input
+        return [int(a) for a in constants[node.input[1]].reshape(-1)]
+    attribute = next((a for a in node.attribute if a.name == "axes"), None)
+    return list(attribute.ints) if attribute is not None else None
+
+
+def _require_onnx():  # noqa: ANN202
+    try:
+        import onnx
+        import onnxscript  # noqa: F401 - torch's ONNX exporter needs it
+    except ImportError:
+        raise MobilenetError("ONNX export needs onnx and onnxscript; pip install 'mobilenet[onnx]'") from None
+    return onnx
