@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -347,3 +348,52 @@ def test_official_v2_int8_onnx_agrees_with_fp32_on_real_photos(coral_dir: Path, 
         fp32 = reference_logits(model, batch).argmax(1)
         reference = float((_official_int8_predictions(official, batch) == fp32).mean())
     assert on_crops.top1_agreement >= reference - 0.01, (on_crops.top1_agreement, reference)
+
+
+# ---- the fast predict path ------------------------------------------------------------------------------
+
+
+def _images_folder(root: Path, count: int, size: int = 80) -> Path:
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size + 7, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("backend", ["onednn", "jit", "compile"])
+def test_fast_predict_matches_eager(backend: str, tmp_path: Path) -> None:
+    from mobilenet.evaluation.predict import predict
+
+    if backend == "compile" and not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("torch.compile needs a C++ compiler")
+    model = trained_like("mobilenet_v3_small_1.0_224", resolution=64)
+    paths = sorted(_images_folder(tmp_path / "images", 5).glob("*.png"))
+    eager = predict(model, paths, topk=3, batch_size=2, backend="eager")  # 5 images: the last batch is padded
+    fast = predict(model, paths, topk=3, batch_size=2, backend=backend)
+    for want, got in zip(eager, fast):
+        assert got.path == want.path and got.indices == want.indices
+        np.testing.assert_allclose(got.probabilities, want.probabilities, rtol=0, atol=1e-5)
+
+
+def test_bf16_predict_agrees_on_top1_and_backends_fall_back(tmp_path: Path, monkeypatch) -> None:
+    from mobilenet.evaluation.predict import predict
+    from mobilenet.export import fast
+
+    model = trained_like("mobilenet_v1_0.25_224", resolution=64)
+    paths = sorted(_images_folder(tmp_path / "images", 6).glob("*.png"))
+    eager = predict(model, paths, backend="eager")
+    bf16 = predict(model, paths, backend="onednn", precision="bf16")
+    assert sum(a.indices[0] == b.indices[0] for a, b in zip(eager, bf16)) >= 5
+
+    def broken(*_):
+        raise RuntimeError("backend missing")
+
+    monkeypatch.setitem(fast._PREPARERS, "jit", broken)
+    monkeypatch.setitem(fast._PREPARERS, "onednn", broken)
+    with pytest.warns(UserWarning, match="jit unavailable"):
+        runner = fast.fast_inference_model(model, "auto")
+    assert runner.backend == "eager"
+    assert [p.indices for p in predict(model, paths, backend="auto")] == [p.indices for p in eager]
+    with pytest.raises(RuntimeError, match="backend missing"):  # an explicit backend does not hide its failure
+        fast.fast_inference_model(model, "jit")

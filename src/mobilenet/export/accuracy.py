@@ -55,6 +55,19 @@ def int8_accuracy(
 ) -> Int8Accuracy:
     """Run the PyTorch fp32 model and the int8 export over every image of ``folder``, in batches."""
     paths, labels = labelled_images(folder, getattr(model, "class_names", None))
+    return int8_accuracy_on(model, int8_runner, paths, labels, str(folder), batch_size=batch_size)
+
+
+def int8_accuracy_on(
+    model: nn.Module,
+    int8_runner: Runner,
+    paths: list[Path],
+    labels: np.ndarray | None,
+    source: str,
+    *,
+    batch_size: int = 64,
+) -> Int8Accuracy:
+    """:func:`int8_accuracy` over given images (``labels`` index the model's classes, or ``None``)."""
     fp32_pred, int8_pred = [], []
     for start in range(0, len(paths), batch_size):
         batch = load_batch(paths[start : start + batch_size], model.config.preprocessing)
@@ -65,7 +78,7 @@ def int8_accuracy(
     fp32_top1 = float((fp32 == labels).mean()) if labelled else None
     int8_top1 = float((int8 == labels).mean()) if labelled else None
     return Int8Accuracy(
-        folder=str(folder),
+        folder=source,
         images=len(fp32),
         labelled=labelled,
         fp32_top1=fp32_top1,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import torch
@@ -15,6 +11,7 @@ from mobilenet.errors import MobilenetError
 from mobilenet.export.fold import fold_batchnorm
 from mobilenet.export.metadata import export_metadata
 from mobilenet.export.quant_friendly import make_quantization_friendly
+from mobilenet.export.quiet import quiet_converter
 from mobilenet.fileio import atomic_path
 
 INPUT_NAME = "input"
@@ -49,9 +46,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, quant_friendly: bool = Fa
 
 def _trace_to_onnx(model: nn.Module, sample: torch.Tensor):  # noqa: ANN202 - torch.onnx.ONNXProgram
     batch = torch.export.Dim("batch", min=1, max=1024)
-    quiet = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_loggers():
-        warnings.simplefilter("ignore")
+    with quiet_converter("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
         return torch.onnx.export(
             model,
             (sample,),
@@ -63,18 +58,6 @@ def _trace_to_onnx(model: nn.Module, sample: torch.Tensor):  # noqa: ANN202 - to
             verbose=False,
         )
 
-
-@contextlib.contextmanager
-def _quiet_loggers():  # noqa: ANN202
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def replace_mean_with_global_pool(proto) -> int:  # noqa: ANN001 - onnx.ModelProto

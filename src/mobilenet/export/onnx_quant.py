@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mobilenet.errors import MobilenetError
+from mobilenet.export.quiet import quiet_converter
 from mobilenet.fileio import atomic_path
 
 
@@ -40,7 +38,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: np.n
 
     target = Path(out_path)
     metadata = {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props}
-    with tempfile.TemporaryDirectory() as scratch, _quiet():
+    with tempfile.TemporaryDirectory() as scratch, quiet_converter():
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantized = Path(scratch) / "int8.onnx"
@@ -63,15 +61,3 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: np.n
     with atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
     return target
-
-
-@contextlib.contextmanager
-def _quiet():  # noqa: ANN202
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)

@@ -8,10 +8,6 @@ The input stays NCHW, as in PyTorch.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +17,7 @@ from torch import nn
 from mobilenet.errors import MobilenetError
 from mobilenet.export.fold import fold_batchnorm
 from mobilenet.export.quant_friendly import rewrite_squeeze_excite_gates
+from mobilenet.export.quiet import quiet_converter
 from mobilenet.fileio import atomic_path
 
 
@@ -33,23 +30,49 @@ def export_tflite(
     batch_size: int = 1,
 ) -> Path:
     """Convert ``model`` to a ``.tflite`` file at ``path`` (atomically) and return the path."""
-    litert_torch = _require_litert_torch()
+    _require_litert_torch()  # fail before any work when the converter is missing
     resolution = model.config.resolution
     sample = (torch.randn(batch_size, model.config.in_chans, resolution, resolution),)
     deploy = fold_batchnorm(model)
-    with _quiet():
+    with quiet_converter():
         if int8:
             if calibration is None or len(calibration) == 0:
                 raise MobilenetError("int8 TFLite needs calibration images; pass --calibration FOLDER")
-            deploy = _break_uniform_biases(rewrite_squeeze_excite_gates(deploy))
-            deploy, quant_config = _quantize_pt2e(deploy, sample, calibration)
-            converted = litert_torch.convert(deploy, sample, quant_config=quant_config)
+            deploy, quantizer = _quantize_pt2e(int8_ready(deploy), sample, calibration)
+            return write_tflite(deploy, path, sample, quantizer)
+        return write_tflite(deploy, path, sample)
+
+
+def write_tflite(
+    graph: nn.Module, path: str | Path, sample: tuple[torch.Tensor, ...], quantizer: object | None = None
+) -> Path:
+    """Convert a float module, or a PT2E-converted int8 graph with its ``quantizer``, to ``path`` atomically."""
+    litert_torch = _require_litert_torch()
+    with quiet_converter():
+        if quantizer is None:
+            converted = litert_torch.convert(graph, sample)
         else:
-            converted = litert_torch.convert(deploy, sample)
+            from litert_torch.quantize.quant_config import QuantConfig
+
+            converted = litert_torch.convert(graph, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
         target = Path(path)
         with atomic_path(target) as tmp:
             converted.export(str(tmp))
     return target
+
+
+def int8_ready(folded: nn.Module) -> nn.Module:
+    """The BN-folded model in the form TFLite's int8 kernels want (in place): squeeze-excite gates rewritten."""
+    return _break_uniform_biases(rewrite_squeeze_excite_gates(folded))
+
+
+def tflite_int8_quantizer(qat: bool = False):  # noqa: ANN201 - a litert-torch PT2EQuantizer
+    """litert-torch's PT2E quantizer (per-channel symmetric int8 weights) with the fixes described below."""
+    from litert_torch.quantize import pt2e_quantizer
+
+    return _conv_relu6_quantizer_class(pt2e_quantizer.PT2EQuantizer)().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+    )
 
 
 def _break_uniform_biases(model: nn.Module) -> nn.Module:
@@ -68,13 +91,9 @@ def _break_uniform_biases(model: nn.Module) -> nn.Module:
 
 
 def _quantize_pt2e(model: nn.Module, sample: tuple[torch.Tensor], calibration: np.ndarray):  # noqa: ANN202
-    from litert_torch.quantize import pt2e_quantizer
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    quantizer = _conv_relu6_quantizer_class(pt2e_quantizer.PT2EQuantizer)().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
-    )
+    quantizer = tflite_int8_quantizer()
     graph = torch.export.export(model, sample).module()
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     batch = sample[0].shape[0]
@@ -82,7 +101,7 @@ def _quantize_pt2e(model: nn.Module, sample: tuple[torch.Tensor], calibration: n
         for start in range(0, len(calibration) - batch + 1, batch):
             prepared(torch.from_numpy(np.ascontiguousarray(calibration[start : start + batch], dtype=np.float32)))
     quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-    return quantized, QuantConfig(pt2e_quantizer=quantizer)
+    return quantized, quantizer
 
 
 _CONVS = ("conv1d", "conv2d", "convolution")
@@ -106,6 +125,10 @@ def _conv_relu6_quantizer_class(base: type) -> type:
     QUANTIZE ops. Both patterns are annotated here first; the base quantizer skips annotated nodes."""
 
     class ConvRelu6Quantizer(base):
+        # BatchNorm is folded before quantization, so the QAT-only conv+BN patterns never match; their
+        # annotators also fail on this torch (they pass a function to torch.export).
+        STATIC_QAT_ONLY_OPS: list[str] = []
+
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             if self.global_config is not None and self.global_config.input_activation is not None:
                 _annotate_conv_relu6(model, self.global_config)
@@ -164,17 +187,3 @@ def _require_litert_torch():  # noqa: ANN202
             "pip install 'mobilenet[litert]'"
         ) from None
     return litert_torch
-
-
-@contextlib.contextmanager
-def _quiet():  # noqa: ANN202
-    """The converter prints progress and absl logs on every call; keep the user's terminal for our report."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)

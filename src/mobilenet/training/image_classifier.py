@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.predict import Prediction, expand_inputs, predict
 from mobilenet.evaluation.report import evaluate_folder
 from mobilenet.models.builder import MobileNet
@@ -80,9 +81,19 @@ class ImageClassifier:
             weights = self.export(Path(tempfile.mkdtemp(prefix="mobilenet-eval-")) / "model.safetensors")
         return evaluate_folder(weights, test_data, batch_size=batch_size).to_dict()
 
-    def predict(self, images: list[str | Path], topk: int = 1) -> list[Prediction]:
-        return predict(self.model, expand_inputs([str(i) for i in images]), topk=topk)
+    def predict(self, images: list[str | Path], topk: int = 1, backend: str = "auto") -> list[Prediction]:
+        return predict(self.model, expand_inputs([str(i) for i in images]), topk=topk, backend=backend)
 
-    def export(self, path: str | Path) -> Path:
-        """Write the weights (with class names and preprocessing) to a safetensors file."""
+    def export(self, path: str | Path, **options: object) -> Path:
+        """Write the model by the file's suffix: ``.safetensors`` weights (with class names and preprocessing),
+        or a checked deployment file, ``.onnx``, ``.tflite``, ``.pt`` or ``.pt2`` (``options`` go to
+        :func:`mobilenet.export.export_model`, e.g. ``int8=True, calibration="data/train"``)."""
+        from mobilenet.export.api import FORMATS, SUFFIXES, export_model
+
+        suffix = Path(path).suffix.lower()
+        by_suffix = {SUFFIXES[fmt]: fmt for fmt in FORMATS}
+        if suffix in by_suffix:
+            return export_model(self.model, path, by_suffix[suffix], **options).path
+        if options:
+            raise MobilenetError(f"export options apply to {', '.join(by_suffix)} files, not {suffix or path}")
         return self.model.save(str(path))
