@@ -156,7 +156,7 @@ def _train(prepared: nn.Module, loader, settings: QatSettings, quiet: bool) -> l
             loss.backward()
             optimizer.step()
             schedule.step()
-            total, count = total + float(loss) * len(labels), count + len(labels)
+            total, count = total + float(loss.detach()) * len(labels), count + len(labels)
         losses.append(total / max(count, 1))
         if not quiet:
             print(f"qat epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
