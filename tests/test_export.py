@@ -397,3 +397,19 @@ def test_bf16_predict_agrees_on_top1_and_backends_fall_back(tmp_path: Path, monk
     assert [p.indices for p in predict(model, paths, backend="auto")] == [p.indices for p in eager]
     with pytest.raises(RuntimeError, match="backend missing"):  # an explicit backend does not hide its failure
         fast.fast_inference_model(model, "jit")
+
+
+@needs_onnx
+def test_int8_export_reports_accuracy_on_calibration_without_val(tmp_path: Path, monkeypatch) -> None:
+    from mobilenet.export import verify
+
+    # This checks where the report comes from, not int8 quality (random weights on noise images are near-ties).
+    monkeypatch.setattr(verify, "INT8_MIN_AGREEMENT", 0.0)
+    model = trained_like("mobilenet_v1_0.25_224")
+    images = _images_folder(tmp_path / "calib", 12, size=SMALL_RESOLUTION)
+    result = export_model(model, tmp_path / "m.onnx", "onnx", int8=True, calibration=images, calibration_images=8)
+    assert result.accuracy is not None and result.accuracy.folder == str(images)
+    assert result.accuracy.images == 8 and not result.accuracy.labelled  # capped, spread over the folder
+    assert 0.0 <= result.accuracy.top1_agreement <= 1.0
+    sidecar = json.loads(result.sidecar.read_text())
+    assert sidecar["int8_accuracy"]["images"] == 8

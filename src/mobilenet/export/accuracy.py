@@ -51,10 +51,15 @@ def labelled_images(folder: str | Path, class_names: list[str] | None) -> tuple[
 
 
 def int8_accuracy(
-    model: nn.Module, int8_runner: Runner, folder: str | Path, *, batch_size: int = 64
+    model: nn.Module, int8_runner: Runner, folder: str | Path, *, batch_size: int = 64, max_images: int | None = None
 ) -> Int8Accuracy:
-    """Run the PyTorch fp32 model and the int8 export over every image of ``folder``, in batches."""
+    """Run the PyTorch fp32 model and the int8 export over every image of ``folder`` (or ``max_images`` of them,
+    evenly spread), in batches."""
     paths, labels = labelled_images(folder, getattr(model, "class_names", None))
+    if max_images is not None and len(paths) > max_images:
+        keep = np.linspace(0, len(paths) - 1, max_images).round().astype(int)
+        paths = [paths[i] for i in keep]
+        labels = labels[keep] if labels is not None else None
     return int8_accuracy_on(model, int8_runner, paths, labels, str(folder), batch_size=batch_size)
 
 
