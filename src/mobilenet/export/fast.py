@@ -15,7 +15,7 @@ runs weights and activations in bfloat16 (oneDNN's AMX / AVX512-BF16 kernels whe
 cost of bf16 rounding in the logits (a few percent relative).
 
 Measured on 2 cores, batch 1 at 224 (docs/performance.md has the full table), eager -> onednn fp32 / bf16:
-V1 11.4 -> 6.7 / 3.6 ms, V2 13.6 -> 6.1 / 2.8 ms, V3-Large 13.9 -> 5.7 / 4.0 ms.
+V1 12.4 -> 6.6 / 3.5 ms, V2 13.7 -> 4.4 / 2.6 ms, V3-Large 13.7 -> 4.2 / 2.7 ms.
 """
 
 from __future__ import annotations
