@@ -85,6 +85,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, default_recipe: str) ->
                         help="then quantization-aware fine-tuning to an int8 TFLite file (needs the [litert] extra)")
     parser.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (default 2)")
     parser.add_argument("--qat-lr", type=float, default=1e-3, help="QAT SGD learning rate, cosine to 0 (default 1e-3)")
+    parser.add_argument("--qat-format", choices=("tflite", "onnx"), default="tflite", help="QAT output format")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any training option"
     )
@@ -163,7 +164,7 @@ def _check_qat_available(args: argparse.Namespace) -> None:
 
 
 def _maybe_qat(args: argparse.Namespace, weights: Path, config: Any) -> None:
-    """``--qat``: fine-tune the trained weights with fake quantization and write ``model_int8_qat.tflite``."""
+    """``--qat``: fine-tune the trained weights with fake quantization; write ``model_int8_qat.tflite|onnx``."""
     if not args.qat:
         return
     from mobilenet.training.qat import QatSettings, quantization_aware_finetune
@@ -171,7 +172,7 @@ def _maybe_qat(args: argparse.Namespace, weights: Path, config: Any) -> None:
 
     settings = QatSettings(epochs=args.qat_epochs, lr=args.qat_lr, batch_size=config.batch_size, seed=config.seed,
                            val_fraction=config.val_fraction, train_scale=tuple(config.train_scale), hflip=config.hflip)
-    report = quantization_aware_finetune(load(weights), args.data, weights.parent / "model_int8_qat.tflite",
+    report = quantization_aware_finetune(load(weights), args.data, weights.parent / f"model_int8_qat.{args.qat_format}",
                                          val_dir=args.val, settings=settings, quiet=args.quiet)
     print(report.summary())
 

@@ -30,18 +30,86 @@ def export_onnx(model: nn.Module, path: str | Path, *, quant_friendly: bool = Fa
         deploy = make_quantization_friendly(deploy)
     resolution = model.config.resolution
     sample = torch.randn(batch_size, model.config.in_chans, resolution, resolution)
-    program = _trace_to_onnx(deploy, sample)
-    proto = program.model_proto
+    proto = _trace_to_onnx(deploy, sample).model_proto
+    return _finish(onnx, proto, export_metadata(model, format="onnx", quant_friendly=quant_friendly), path)
+
+
+def export_pt2e_onnx(quantized: nn.Module, model: nn.Module, path: str | Path, **facts: object) -> Path:
+    """Write a PT2E-converted int8 graph (e.g. after quantization-aware training) as a QDQ ONNX file.
+
+    The exporter quantizes the float weights at run time (QuantizeLinear, Clip, DequantizeLinear); those are
+    folded into int8 initializers here, so onnxruntime fuses every conv into QLinearConv.
+    """
+    onnx = _require_onnx()
+    resolution = model.config.resolution
+    sample = torch.randn(1, model.config.in_chans, resolution, resolution)
+    proto = _trace_to_onnx(quantized, sample).model_proto
+    fold_weight_quantization(proto)
+    return _finish(onnx, proto, export_metadata(model, format="onnx", int8=True, **facts), path)
+
+
+def _finish(onnx, proto, metadata: dict[str, str], path: str | Path) -> Path:  # noqa: ANN001 - module, ModelProto
     replace_mean_with_global_pool(proto)
-    metadata = export_metadata(model, format="onnx", quant_friendly=quant_friendly)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+        entry.key, entry.value = key, str(value)
     onnx.checker.check_model(proto)
     target = Path(path)
     with atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
     return target
+
+
+def fold_weight_quantization(proto) -> int:  # noqa: ANN001 - onnx.ModelProto
+    """QuantizeLinear(+Clip) of a constant weight becomes the int8 initializer it computes; returns how many."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants = dict(_constant_values(graph))
+
+    def value(name: str):  # noqa: ANN202
+        return numpy_helper.to_array(initializers[name]) if name in initializers else constants.get(name)
+
+    dropped, folded = set(), 0
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in initializers:
+            continue
+        weight, scale, zero = (value(name) for name in node.input[:3])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        quantized = np.round(weight / scale.reshape(shape)) + zero.reshape(shape).astype(np.int32)
+        output, follower = node.output[0], consumers.get(node.output[0], [])
+        low, high = np.iinfo(zero.dtype).min, np.iinfo(zero.dtype).max
+        if len(follower) == 1 and follower[0].op_type == "Clip":  # the quantizer's narrower range, e.g. -127
+            low, high = value(follower[0].input[1]), value(follower[0].input[2])
+            dropped.add(id(follower[0]))
+            output = follower[0].output[0]
+        graph.initializer.append(numpy_helper.from_array(np.clip(quantized, low, high).astype(zero.dtype), output))
+        dropped.add(id(node))
+        folded += 1
+    kept = [node for node in graph.node if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    return folded
+
+
+def _constant_values(graph):  # noqa: ANN001, ANN202
+    from onnx import numpy_helper
+
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            yield node.output[0], numpy_helper.to_array(node.attribute[0].t)
 
 
 def _trace_to_onnx(model: nn.Module, sample: torch.Tensor):  # noqa: ANN202 - torch.onnx.ONNXProgram
@@ -53,7 +121,7 @@ def _trace_to_onnx(model: nn.Module, sample: torch.Tensor):  # noqa: ANN202 - to
             dynamo=True,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_shapes={"x": {0: batch}},
+            dynamic_shapes=({0: batch},),
             optimize=True,
             verbose=False,
         )
@@ -67,9 +135,7 @@ def replace_mean_with_global_pool(proto) -> int:  # noqa: ANN001 - onnx.ModelPro
 
     graph = proto.graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    constants.update(_constant_values(graph))
     nodes, changed = [], 0
     for node in graph.node:
         axes = _mean_axes(node, constants)

@@ -1,4 +1,5 @@
-"""Quantization-aware fine-tuning to an int8 TFLite file, for models whose post-training int8 loses too much.
+"""Quantization-aware fine-tuning to an int8 TFLite or ONNX file, for models whose post-training int8 loses too
+much.
 
 The flow is PyTorch's PT2E QAT with the same quantizer as the post-training TFLite export
 (:func:`mobilenet.export.tflite_export.tflite_int8_quantizer`), so the fake-quantized graph trained here is
@@ -9,7 +10,8 @@ the graph the converter turns into int8 kernels:
 2. ``torch.export`` with a dynamic batch, then ``prepare_qat_pt2e``: fake-quantize nodes on weights (per channel)
    and activations, their ranges tracked while training;
 3. a few epochs of SGD at a small learning rate (cosine to zero) on the training folder;
-4. ``convert_pt2e`` and the litert-torch converter.
+4. ``convert_pt2e``, then the litert-torch converter (``.tflite``) or ``torch.onnx.export`` with the weight
+   quantization folded into int8 initializers (``.onnx``, QDQ: onnxruntime runs every conv as QLinearConv).
 
 The report compares the fp32 model, post-training int8 and QAT int8 on the validation images.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +71,8 @@ class QatReport:
                 "ptq": self.ptq.to_dict() if self.ptq else None, "qat": self.qat.to_dict(), "losses": self.losses}
 
     def summary(self) -> str:
-        lines = [f"QAT int8 TFLite written to {self.path} ({self.epochs} epochs, {self.seconds:.0f} s)"]
+        kind = "TFLite" if self.path.suffix.lower() == ".tflite" else "ONNX"
+        lines = [f"QAT int8 {kind} written to {self.path} ({self.epochs} epochs, {self.seconds:.0f} s)"]
         if self.ptq is not None:
             lines.append("post-training int8: " + self.ptq.summary())
         lines.append("quantization-aware int8: " + self.qat.summary())
@@ -92,8 +96,8 @@ def quantization_aware_finetune(
 
     settings = settings or QatSettings()
     output = Path(output)
-    if output.suffix.lower() != ".tflite":
-        raise MobilenetError(f"QAT writes an int8 TFLite file; {output} should end in .tflite")
+    if output.suffix.lower() not in (".tflite", ".onnx"):
+        raise MobilenetError(f"QAT writes an int8 .tflite or .onnx file; {output} should end in one of them")
     start = time.perf_counter()
     model = model.eval()
     augmentation = {"hflip": settings.hflip}
@@ -119,12 +123,17 @@ def quantization_aware_finetune(
     prepared = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
     losses = _train(prepared, bundle.train_loader, settings, quiet)
     converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-    path = write_tflite(converted, output, (sample[0][:1],), quantizer)
+    facts = {"quantization": "quantization-aware fine-tuning (PT2E)", "qat_epochs": settings.epochs}
+    if output.suffix.lower() == ".onnx":
+        from mobilenet.export.onnx_export import export_pt2e_onnx
+
+        path = export_pt2e_onnx(converted, model, output, **facts)
+    else:
+        path = write_tflite(converted, output, (sample[0][:1],), quantizer)
 
     qat = int8_accuracy_on(model, load_runner(path), val_paths, val_labels, source)
-    facts = {"format": "tflite", "int8": True, "quantization": "quantization-aware fine-tuning (PT2E)",
-             "qat_epochs": settings.epochs, "int8_accuracy": qat.to_dict()}
-    write_sidecar(path, export_metadata(model, **facts))
+    fmt = path.suffix.lower().lstrip(".")
+    write_sidecar(path, export_metadata(model, format=fmt, int8=True, int8_accuracy=qat.to_dict(), **facts))
     return QatReport(path, settings.epochs, time.perf_counter() - start, ptq, qat, losses)
 
 
@@ -135,8 +144,16 @@ def _post_training_baseline(
     from mobilenet.export.tflite_export import export_tflite
 
     calibration = load_batch(spread_sample(folder_images(train_dir), CALIBRATION_IMAGES), model.preprocessing)
-    ptq_path = output.with_name(output.stem + "_ptq.tflite")
-    export_tflite(model, ptq_path, int8=True, calibration=calibration)
+    ptq_path = output.with_name(output.stem + "_ptq" + output.suffix)
+    if output.suffix.lower() == ".onnx":
+        from mobilenet.export.onnx_export import export_onnx
+        from mobilenet.export.onnx_quant import quantize_onnx
+
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", quant_friendly=True)
+            quantize_onnx(fp32, ptq_path, calibration)
+    else:
+        export_tflite(model, ptq_path, int8=True, calibration=calibration)
     return int8_accuracy_on(model, load_runner(ptq_path), val_paths, val_labels, source)
 
 
