@@ -49,10 +49,8 @@ def test_qat_on_digits_keeps_fp32_accuracy_in_int8(tmp_path: Path) -> None:
                                               settings=settings, quiet=True)
     print(onnx_report.summary())
     assert onnx_report.qat.int8_top1 >= onnx_report.qat.fp32_top1 - 0.02, onnx_report.summary()
-    # Most convs run as QLinearConv; with this quantizer's symmetric int8 activations onnxruntime leaves some
-    # convs and the residual adds in float (documented in docs/deploy.md).
     ops = _optimized_ops(onnx_report.path, tmp_path)
-    assert ops["QLinearConv"] > ops["Conv"], ops
+    assert ops["Conv"] == 0 and ops["Add"] == 0, ops  # every conv and residual add runs in int8
 
 
 def _optimized_ops(path: Path, tmp_path: Path) -> Counter:

@@ -115,7 +115,7 @@ def quantization_aware_finetune(
     ptq = _post_training_baseline(model, train_dir, val_paths, val_labels, source, output) if compare_ptq else None
 
     torch.manual_seed(settings.seed)
-    quantizer = tflite_int8_quantizer(qat=True)
+    quantizer = tflite_int8_quantizer(qat=True, uint8_activations=output.suffix.lower() == ".onnx")
     size = model.config.resolution
     sample = (torch.randn(2, model.config.in_chans, size, size),)
     folded = int8_ready(fold_batchnorm(model))
