@@ -12,7 +12,7 @@ from torch import nn
 
 from mobilenet.errors import MobilenetError
 from mobilenet.export.accuracy import Int8Accuracy, int8_accuracy
-from mobilenet.export.images import calibration_batch
+from mobilenet.export.images import calibration_batch, generated_images
 from mobilenet.export.metadata import export_metadata, write_sidecar
 from mobilenet.export.runtimes import load_runner
 from mobilenet.export.verify import ParityCheck, check_parity
@@ -83,12 +83,15 @@ def export_model(
         raise MobilenetError(f"output {output} should end in {SUFFIXES[fmt]} for format {fmt}")
     calib = calibration_batch(calibration, pre, calibration_images) if calibration is not None else None
     check_source = validation if validation is not None else calibration
-    check_images = calibration_batch(check_source, pre, CHECK_IMAGES) if check_source is not None else None
+    if check_source is not None:
+        check_images, image_source = calibration_batch(check_source, pre, CHECK_IMAGES), "real images"
+    else:
+        check_images, image_source = generated_images(pre), "generated shape images (pass --val for your own)"
     start = time.perf_counter()
     _write(model, output, fmt, int8, calib)
     seconds = time.perf_counter() - start
     runner = load_runner(output, threads=None)
-    check = check_parity(model, runner, check_images, int8=int8)
+    check = check_parity(model, runner, check_images, int8=int8, image_source=image_source)
     # Without --val the calibration folder stands in: a biased report is better than none for an int8 file.
     accuracy = None
     if int8:

@@ -25,6 +25,7 @@ class ParityCheck:
     top1_agreement_images: float | None
     tolerance: float | None
     passed: bool
+    image_source: str = "real images"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,7 +43,13 @@ def run_in_chunks(runner: Runner, batch: np.ndarray, chunk: int = 8) -> np.ndarr
 
 
 def check_parity(
-    model: nn.Module, runner: Runner, images: np.ndarray | None, *, int8: bool, seed: int = 0
+    model: nn.Module,
+    runner: Runner,
+    images: np.ndarray | None,
+    *,
+    int8: bool,
+    seed: int = 0,
+    image_source: str = "real images",
 ) -> ParityCheck:
     """Compare on real images (when given) and on random input; raise :class:`MobilenetError` on failure.
 
@@ -72,6 +79,7 @@ def check_parity(
         top1_agreement_images=agreement,
         tolerance=None if int8 else FP32_TOLERANCE,
         passed=passed,
+        image_source=image_source,
     )
     if not passed:
         raise MobilenetError(f"export check failed for {runner.path.name} in {runner.runtime}: {describe(check)}")
@@ -81,7 +89,7 @@ def check_parity(
 def describe(check: ParityCheck) -> str:
     parts = [f"max abs error {check.max_abs_error_random:.2e} on random input"]
     if check.max_abs_error_images is not None:
-        parts.append(f"{check.max_abs_error_images:.2e} on {check.images} real images")
+        parts.append(f"{check.max_abs_error_images:.2e} on {check.images} {check.image_source}")
     if check.top1_agreement_images is not None:
         parts.append(f"top-1 agreement {check.top1_agreement_images:.1%}")
     if check.tolerance is not None:
