@@ -90,10 +90,9 @@ def inference_runner(
         return model.eval()
     from mobilenet.export.fast import fast_inference_model
 
-    order = ("onednn", "jit")  # torch.compile measured slower than both here, and costs ~10 s to start
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # under auto a missing backend is expected; the fallback is the answer
-        return fast_inference_model(model, backend, batch_size, precision, auto_order=order)
+        return fast_inference_model(model, backend, batch_size, precision)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from torch import nn
 
 from mobilenet.data import scan_image_folder
 from mobilenet.errors import MobilenetError
-from mobilenet.export.images import folder_images, load_batch
+from mobilenet.export.images import folder_images, load_batch, spread_sample
 from mobilenet.export.runtimes import Runner
 from mobilenet.export.verify import reference_logits, run_in_chunks
 
@@ -56,8 +56,8 @@ def int8_accuracy(
     """Run the PyTorch fp32 model and the int8 export over every image of ``folder`` (or ``max_images`` of them,
     evenly spread), in batches."""
     paths, labels = labelled_images(folder, getattr(model, "class_names", None))
-    if max_images is not None and len(paths) > max_images:
-        keep = np.linspace(0, len(paths) - 1, max_images).round().astype(int)
+    if max_images is not None:
+        keep = spread_sample(list(range(len(paths))), max_images)
         paths = [paths[i] for i in keep]
         labels = labels[keep] if labels is not None else None
     return int8_accuracy_on(model, int8_runner, paths, labels, str(folder), batch_size=batch_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,17 +104,14 @@ def export_model(
 
 
 def _write(model: nn.Module, output: Path, fmt: str, int8: bool, calibration: np.ndarray | None) -> None:
-    if fmt == "onnx":
+    if fmt == "onnx" and int8:
+        from mobilenet.export.onnx_quant import export_int8_onnx
+
+        export_int8_onnx(model, output, calibration)
+    elif fmt == "onnx":
         from mobilenet.export.onnx_export import export_onnx
 
-        if not int8:
-            export_onnx(model, output)
-            return
-        from mobilenet.export.onnx_quant import quantize_onnx
-
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", quant_friendly=True)
-            quantize_onnx(fp32, output, calibration)
+        export_onnx(model, output)
     elif fmt == "tflite":
         from mobilenet.export.tflite_export import export_tflite
 

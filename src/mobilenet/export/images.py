@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -12,9 +13,11 @@ from mobilenet.data.decode import ImageDecodeError
 from mobilenet.errors import MobilenetError
 from mobilenet.models.preprocessing import Preprocessing
 
+T = TypeVar("T")
 
-def spread_sample(paths: list[Path], count: int) -> list[Path]:
-    """``count`` paths spread evenly over the sorted list, so every class folder is represented."""
+
+def spread_sample(paths: list[T], count: int) -> list[T]:
+    """``count`` items (paths, indices) spread evenly over the sorted list, so every class folder is represented."""
     if count <= 0:
         raise MobilenetError(f"the number of calibration images must be >= 1, got {count}")
     if len(paths) <= count:

@@ -6,10 +6,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from mobilenet.errors import MobilenetError
 from mobilenet.export.quiet import quiet_converter
 from mobilenet.fileio import atomic_path
+
+
+def export_int8_onnx(model: nn.Module, path: str | Path, calibration: np.ndarray) -> Path:
+    """The whole int8 ONNX path: export the int8-friendly fp32 graph to a scratch file, then quantize it."""
+    from mobilenet.export.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", quant_friendly=True)
+        return quantize_onnx(fp32, path, calibration)
 
 
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:

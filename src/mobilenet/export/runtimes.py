@@ -92,19 +92,25 @@ def _onnxruntime(path: Path, threads: int | None) -> Callable[[np.ndarray], np.n
     return lambda batch: session.run(None, {name: batch})[0]
 
 
-def _openvino(path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+def compile_openvino(path: Path, threads: int | None, precision_hint: str = "f32"):  # noqa: ANN201
+    """An OpenVINO CompiledModel on CPU with its inference precision pinned: on CPUs with bf16 units OpenVINO's
+    default is bf16, so an fp32 graph would silently run (and be checked) in bf16."""
     ov = _require("openvino", "openvino")
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision_hint}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-    config["PERFORMANCE_HINT"] = "LATENCY"
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    return core.compile_model(core.read_model(str(path)), "CPU", config)
+
+
+def openvino_run(compiled) -> Callable[[np.ndarray], np.ndarray]:  # noqa: ANN001 - an openvino CompiledModel
     request = compiled.create_infer_request()
     output = compiled.output(0)
+    return lambda batch: np.array(request.infer({0: batch})[output])
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.array(request.infer({0: batch})[output])
 
-    return run
+def _openvino(path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    return openvino_run(compile_openvino(path, threads))
 
 
 def _tflite(path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:

@@ -126,7 +126,7 @@ def _is_call(node: object, names: tuple[str, ...]) -> bool:
 
 
 def _conv_relu6_quantizer_class(base: type) -> type:
-    """litert-torch's quantizer with two gaps filled, both found on the official V2.
+    """litert-torch's quantizer with two gaps filled (both found on the official V2) and QAT-only BN patterns off.
 
     It fuses conv+ReLU but not conv+ReLU6 (``hardtanh``): ReLU6 shared the conv's observer, so every V1/V2
     activation was quantized over the pre-clip range (e.g. [-40, 30]) instead of [0, 6], and the official V2

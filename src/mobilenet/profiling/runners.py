@@ -7,9 +7,8 @@ Runtimes: ``torch`` (eager), ``torch-compile`` (``torch.compile``, default induc
 a temporary folder first when the runtime needs a file; int8 graphs are calibrated on random images, which is
 fine for timing and meaningless for accuracy.
 
-OpenVINO is loaded here rather than by :func:`mobilenet.export.runtimes.load_runner` because its precision
-must be pinned: on CPUs with bf16 support (AVX512-BF16, AMX) its default inference precision is bf16, so an
-"fp32" benchmark would silently run bf16.
+OpenVINO is loaded through :func:`mobilenet.export.runtimes.compile_openvino` with its precision pinned
+(f32, or bf16 for ``--bf16``), and the benchmark notes when the CPU ran something else.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from mobilenet.errors import MobilenetError
+from mobilenet.export.runtimes import INSTALL_HINTS
 from mobilenet.models.builder import MobileNet, ModelConfig
 from mobilenet.models.registry import config_from_name, model_name
 from mobilenet.profiling.bench import NumpyRunner, random_batch
@@ -39,11 +39,6 @@ EXPORT_SUFFIXES = (".onnx", ".tflite", ".pt", ".pt2")
 CALIBRATION_IMAGES = 8
 
 _RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai_edge_litert"}
-_INSTALL_HINTS = {
-    "onnxruntime": "pip install 'mobilenet[onnx]'",
-    "openvino": "pip install 'mobilenet[openvino]'",
-    "tflite": "pip install 'mobilenet[tflite]'",
-}
 _OPENVINO_PRECISION = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
 
 
@@ -123,7 +118,7 @@ def require_runtime(runtime: str) -> None:
     """Fail before any export if the runtime's package is missing."""
     module = _RUNTIME_MODULES.get(runtime)
     if module is not None and importlib.util.find_spec(module.split(".")[0]) is None:
-        raise MobilenetError(f"{runtime} is not installed; {_INSTALL_HINTS[runtime]}")
+        raise MobilenetError(f"{runtime} is not installed; {INSTALL_HINTS[runtime]}")
 
 
 def _load_model(target: str, resolution: int | None) -> MobileNet:
@@ -196,37 +191,26 @@ def export_for(model: MobileNet, runtime: str, precision: str, folder: Path) -> 
     int8 = precision == "int8"
     notes = [f"int8 calibrated on {CALIBRATION_IMAGES} random N(0,1) images (timing only)"] if int8 else []
     calibration = random_batch(CALIBRATION_IMAGES, model.config.resolution, model.config.in_chans, seed=1)
+    if runtime in ("onnxruntime", "openvino") and int8:
+        from mobilenet.export.onnx_quant import export_int8_onnx
+
+        return export_int8_onnx(model, folder / "model_int8.onnx", calibration), notes
     if runtime in ("onnxruntime", "openvino"):
-        export_onnx = _export_function("onnx_export", "export_onnx")
-        if not int8:
-            return export_onnx(model, folder / "model.onnx"), notes
-        quantize_onnx = _export_function("onnx_quant", "quantize_onnx")
-        friendly = export_onnx(model, folder / "model_quant_friendly.onnx", quant_friendly=True)
-        return quantize_onnx(friendly, folder / "model_int8.onnx", calibration), notes
+        from mobilenet.export.onnx_export import export_onnx
+
+        return export_onnx(model, folder / "model.onnx"), notes
     if runtime == "tflite":
-        export_tflite = _export_function("tflite_export", "export_tflite")
+        from mobilenet.export.tflite_export import export_tflite
+
         target = folder / ("model_int8.tflite" if int8 else "model.tflite")
         return export_tflite(model, target, int8=int8, calibration=calibration if int8 else None), notes
     raise MobilenetError(f"no exporter for runtime {runtime}")
 
 
-def _export_function(module: str, name: str) -> Callable[..., Path]:
-    try:
-        return getattr(importlib.import_module(f"mobilenet.export.{module}"), name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("mobilenet"):
-            raise MobilenetError(f"mobilenet.export.{module} is not available in this installation") from None
-        raise
-
-
 def fast_model(model: MobileNet) -> torch.nn.Module:
     """Our fast predict path (BatchNorm folded, channels_last, frozen/compiled where that works)."""
-    try:
-        from mobilenet.export.fast import fast_inference_model
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("mobilenet"):
-            raise MobilenetError("torch-fast needs mobilenet.export.fast, not available in this installation") from None
-        raise
+    from mobilenet.export.fast import fast_inference_model
+
     return fast_inference_model(model)
 
 
@@ -262,23 +246,20 @@ def _file_loader(
 
 def openvino_runner(path: Path, threads: int, precision: str, notes: list[str] | None = None) -> NumpyRunner:
     """OpenVINO on CPU with the inference precision pinned (f32 for fp32 and int8 graphs, bf16 on request)."""
-    require_runtime("openvino")
-    import openvino as ov
+    from mobilenet.export.runtimes import compile_openvino, openvino_run
 
+    require_runtime("openvino")
     hint = _OPENVINO_PRECISION[precision]
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint}
-    core = ov.Core()
     try:
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        compiled = compile_openvino(path, threads, hint)
     except Exception as exc:  # OpenVINO raises its own types for a graph it cannot compile
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise MobilenetError(f"OpenVINO could not compile {path.name} ({first})") from None
     effective = "bf16" if "bf16" in _precision_text(compiled) or "bfloat16" in _precision_text(compiled) else "f32"
     if notes is not None and effective != hint:
         notes.append(f"OpenVINO ran {effective} inference although {hint} was asked for (CPU support)")
-    request = compiled.create_infer_request()
-    output = compiled.output(0)
-    return lambda batch: request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[output]
+    run = openvino_run(compiled)
+    return lambda batch: run(np.ascontiguousarray(batch, dtype=np.float32))
 
 
 def _precision_text(compiled) -> str:  # noqa: ANN001 - an openvino CompiledModel

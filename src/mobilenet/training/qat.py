@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,7 +89,8 @@ def quantization_aware_finetune(
     compare_ptq: bool = True,
     quiet: bool = False,
 ) -> QatReport:
-    """Fine-tune ``model`` with fake quantization on ``train_dir`` and write an int8 ``.tflite`` to ``output``."""
+    """Fine-tune ``model`` with fake quantization on ``train_dir`` and write an int8 ``.tflite`` or ``.onnx``
+    (by ``output``'s suffix)."""
     from torchao.quantization.pt2e import quantize_pt2e
 
     from mobilenet.export.tflite_export import int8_ready, tflite_int8_quantizer, write_tflite
@@ -109,7 +110,7 @@ def quantization_aware_finetune(
         raise MobilenetError(f"class-count mismatch: the model's classes are not the folders of {train_dir}; "
                              "fine-tune on this data first (mobilenet finetune), then --qat")
     val_paths = [path for path, _ in bundle.val_loader.dataset.samples]
-    val_labels = torch.tensor([label for _, label in bundle.val_loader.dataset.samples]).numpy()
+    val_labels = np.array([label for _, label in bundle.val_loader.dataset.samples])
     source = str(val_dir) if val_dir is not None else f"held-out split of {train_dir}"
 
     ptq = _post_training_baseline(model, train_dir, val_paths, val_labels, source, output) if compare_ptq else None
@@ -146,12 +147,9 @@ def _post_training_baseline(
     calibration = load_batch(spread_sample(folder_images(train_dir), CALIBRATION_IMAGES), model.preprocessing)
     ptq_path = output.with_name(output.stem + "_ptq" + output.suffix)
     if output.suffix.lower() == ".onnx":
-        from mobilenet.export.onnx_export import export_onnx
-        from mobilenet.export.onnx_quant import quantize_onnx
+        from mobilenet.export.onnx_quant import export_int8_onnx
 
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", quant_friendly=True)
-            quantize_onnx(fp32, ptq_path, calibration)
+        export_int8_onnx(model, ptq_path, calibration)
     else:
         export_tflite(model, ptq_path, int8=True, calibration=calibration)
     return int8_accuracy_on(model, load_runner(ptq_path), val_paths, val_labels, source)
