@@ -45,12 +45,14 @@ class FastInference(nn.Module):
         self._run = run
         self.backend = backend
         self.dtype = dtype
+        # oneDNN Graph picks its own layout: channels_last input would only add a reorder there
+        self.memory_format = torch.contiguous_format if backend == "onednn" else torch.channels_last
         self.config = getattr(source, "config", None)
         self.class_names = getattr(source, "class_names", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self._run(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
+            return self._run(x.to(self.dtype).contiguous(memory_format=self.memory_format)).float()
 
 
 def _compile(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -76,7 +78,7 @@ def _onednn(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor],
     The fusion flag is process-wide and breaks ``optimize_for_inference`` of other graphs, so it is on only
     while this graph is traced and warmed up (the profiling executor fuses during the first calls).
     """
-    example = example.contiguous()  # oneDNN Graph picks its own layout; channels_last input only adds reorders
+    example = example.contiguous()  # see FastInference.memory_format
     previous = torch._C._jit_llga_enabled()
     torch.jit.enable_onednn_fusion(True)
     try:
@@ -87,7 +89,7 @@ def _onednn(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor],
                 frozen(example)
     finally:
         torch.jit.enable_onednn_fusion(previous)
-    return lambda x: frozen(x.contiguous())
+    return frozen
 
 
 _PREPARERS: dict[str, Callable[[nn.Module, torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
