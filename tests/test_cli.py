@@ -67,6 +67,18 @@ def test_import_then_predict_prints_imagenet_labels(coral_dir: Path, tmp_path: P
     line = capsys.readouterr().out.strip()
     assert line.split(": ", 1)[1].startswith("Egyptian cat"), line
 
+    # Imported without labels, the names come from --labels at predict time (1001 lines, background first).
+    bare = tmp_path / "v2_bare.safetensors"
+    assert cli(["import", str(source), "-o", str(bare)]) == 0
+    capsys.readouterr()
+    assert cli(["predict", str(bare), str(coral_dir / "cat.bmp"), "--topk", "1"]) == 0
+    unlabelled = capsys.readouterr().out.strip()
+    assert "Egyptian cat" not in unlabelled, unlabelled
+    labels = coral_dir / "imagenet_labels.txt"
+    assert cli(["predict", str(bare), str(coral_dir / "cat.bmp"), "--topk", "1", "--labels", str(labels)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.split(": ", 1)[1].startswith("Egyptian cat"), line
+
 
 def test_finetune_from_imported_official_weights(coral_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) is not installed")

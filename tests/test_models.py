@@ -91,6 +91,20 @@ def test_v3_head_width_is_kept_for_alpha_below_one_and_widened_above() -> None:
     assert mobilenet.create_model("mobilenet_v2_1.4_224").num_features == 1792
 
 
+def test_fixed_stem_width_keeps_the_first_block_unexpanded_and_survives_save(tmp_path) -> None:
+    """Keras' V3 (every alpha) and timm's (below 0.75) keep a 16-channel stem; ours scales it unless told."""
+    assert mobilenet.create_model("mobilenet_v3_small_0.5_224").features[0].conv.out_channels == 8
+    model = mobilenet.create_model("mobilenet_v3_small_0.5_224", stem_channels=16, num_classes=10)
+    first = model.features[1]
+    assert model.features[0].conv.out_channels == 16 and isinstance(first.expand, torch.nn.Identity)
+    assert first.depthwise.conv.in_channels == 16 and first.project.conv.out_channels == 8
+    loaded = mobilenet.load(model.save(tmp_path / "fixed_stem.safetensors"))
+    assert loaded.config.stem_channels == 16
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
 def test_minimalistic_has_no_se_no_hardswish_and_only_3x3() -> None:
     model = mobilenet.create_model("mobilenet_v3_large_minimalistic_1.0_224")
     kinds = {type(m).__name__ for m in model.modules()}
@@ -205,6 +219,7 @@ def test_batchnorm_statistics_update_only_in_train_mode() -> None:
         ({"num_classes": -1}, "num_classes must be an integer >= 0"),
         ({"pooling": "median"}, "pooling must be"),
         ({"colour": "red"}, "unknown model option(s) ['colour']"),
+        ({"stem_channels": 0}, "stem_channels must be a positive integer or None"),
     ],
 )
 def test_bad_options_raise_value_error(overrides: dict, fragment: str) -> None:

@@ -36,8 +36,8 @@ CORAL = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "co
 PHOTOS = ("cat.bmp", "grace_hopper.bmp", "parrot.jpg", "sunflower.bmp")
 MODELS = {
     "v1": ("mobilenet_v1_0.25_128_quant.tflite", "mobilenet_v1_0.25_128", 100),
-    "v2_quant": ("mobilenet_v2_1.0_224_quant.tflite", "mobilenet_v2_1.0_224", 40),
-    "v2_tf2_ptq": ("tf2_mobilenet_v2_1.0_224_ptq.tflite", "mobilenet_v2_1.0_224", 40),
+    "v2_quant": ("mobilenet_v2_1.0_224_quant.tflite", "mobilenet_v2_1.0_224", 100),
+    "v2_tf2_ptq": ("tf2_mobilenet_v2_1.0_224_ptq.tflite", "mobilenet_v2_1.0_224", 100),
 }
 BUG_SUBSET = 24  # images per planted-bug check on a 224px model: enough to fail, cheap on 2 cores
 
@@ -579,3 +579,26 @@ def test_read_tflite_lists_ops_in_execution_order() -> None:
     assert kinds.count("DEPTHWISE_CONV_2D") == 17 and kinds.count("ADD") == 10
     weights = graph.tensors[graph.ops[1].inputs[1]]
     assert weights.dtype == "INT8" and weights.scale is not None and weights.scale.size == 32
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_reader_constants_equal_the_interpreters_tensor_details(key: str) -> None:
+    """Every weight our schema reader takes is what the official interpreter holds, with the same quantization."""
+    path = _require(MODELS[key][0])
+    graph = read_tflite(path)
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    constants = [t for t in graph.tensors if t.data is not None]
+    assert len(constants) > 50
+    for tensor in constants:
+        detail = details[tensor.index]
+        params = detail["quantization_parameters"]
+        np.testing.assert_array_equal(interpreter.get_tensor(tensor.index), tensor.data, err_msg=tensor.name)
+        assert tuple(detail["shape"]) == tensor.shape and detail["dtype"] == tensor.data.dtype
+        if tensor.quantized:
+            np.testing.assert_array_equal(params["scales"], tensor.scale.astype(np.float32), err_msg=tensor.name)
+            np.testing.assert_array_equal(params["zero_points"], tensor.zero_point, err_msg=tensor.name)
+            assert params["quantized_dimension"] == tensor.quantized_dimension
+        else:
+            assert params["scales"].size == 0

@@ -253,7 +253,7 @@ class TimmNet(nn.Module):
         super().__init__()
         v3 = family in ("large", "small")
         default_act = nn.Hardswish() if v3 else nn.ReLU6()
-        stem = make_div((16 if v3 else 32) * multiplier)
+        stem = 16 if v3 and multiplier < 0.75 else make_div((16 if v3 else 32) * multiplier)  # timm's fix_stem
         self.conv_stem, self.bn1, self.act = nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), default_act
         stages, cin = [], stem
         for stage in TIMM_DEFS[family]:
@@ -352,6 +352,7 @@ TIMM = {
     "mobilenetv3_large_075": (lambda: TimmNet("large", 0.75), "mobilenet_v3_large_0.75_224"),
     "mobilenetv3_small_100": (lambda: TimmNet("small", 1.0), "mobilenet_v3_small_1.0_224"),
     "mobilenetv3_small_075": (lambda: TimmNet("small", 0.75), "mobilenet_v3_small_0.75_224"),
+    "mobilenetv3_small_050": (lambda: TimmNet("small", 0.5), "mobilenet_v3_small_0.5_224"),  # fixed 16-wide stem
 }
 
 
@@ -383,6 +384,7 @@ def test_timm_layout_round_trips(name: str) -> None:
     model = model_from_state_dict(state, "timm", name)
     arch, alpha, _ = ours.rsplit("_", 2)
     assert (model.config.arch, model.config.width_multiplier) == (arch, float(alpha))
+    assert model.config.stem_channels == (16 if arch.startswith("mobilenet_v3") and float(alpha) < 0.75 else None)
     assert model.config.bn_eps == 1e-5 and model.preprocessing.interpolation == "bicubic"
     assert model.preprocessing.mean == (INCEPTION_MEAN if arch == "mobilenet_v1" else IMAGENET_MEAN)
 
@@ -396,6 +398,7 @@ def test_timm_layout_round_trips(name: str) -> None:
         ("timm", "mobilenetv2_100", lambda: TimmNet("v2", 1.0, classes=10)),
         ("timm", "mobilenetv3_large_100", lambda: TimmNet("large", 1.0, classes=10)),
         ("timm", "mobilenetv3_small_075", lambda: TimmNet("small", 0.75, classes=10)),
+        ("timm", "mobilenetv3_large_050", lambda: TimmNet("large", 0.5, classes=10)),
     ],
 )
 def test_same_logits_as_the_reference_network(layout: str, name: str, reference: Callable[[], nn.Module]) -> None:
@@ -431,13 +434,12 @@ def test_wrapped_and_prefixed_checkpoints_load(tmp_path) -> None:
                                                 "mobilenet_v2"), "no place"),
         (lambda: torchvision_arch("mobilenet_v3_large", 0.75), "narrows its 1280-wide head"),
         (lambda: timm_arch("mobilenetv1_035"), "rounds the"),
-        (lambda: timm_arch("mobilenetv3_small_050"), "stem at 16"),
         (lambda: timm_arch("mobilenetv2_110d"), "unsupported timm MobileNet"),
         (lambda: torchvision_arch("mobilenet_v1"), "unknown torchvision"),
         (lambda: convert_timm_state_dict([1, 2], "mobilenetv2_100"), "expected a state dict"),
     ],
     ids=["wrong_arch", "wrong_width", "wrong_v3_size", "extra_key", "tv_v3_narrow", "timm_v1_rounding",
-         "timm_v3_fixed_stem", "timm_deeper", "tv_unknown", "not_a_mapping"],
+         "timm_deeper", "tv_unknown", "not_a_mapping"],
 )  # fmt: skip
 def test_weights_that_cannot_load_exactly_are_refused(call: Callable[[], object], message: str) -> None:
     with pytest.raises(MobilenetError, match=message) as caught:

@@ -41,6 +41,9 @@ class ModelConfig:
     bn_momentum: float = 0.01  # PyTorch convention: TF's BN decay 0.99
     padding: Padding = "symmetric"
     features_only: bool = False
+    # Width of the stem conv where a release fixes it instead of scaling it with alpha: Keras' V3 keeps 16
+    # channels for every alpha, timm's below 0.75. None: the table's width, scaled like every layer.
+    stem_channels: int | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self) -> None:
@@ -105,6 +108,9 @@ def validate_options(config: ModelConfig) -> None:
         raise MobilenetError(f"in_chans must be a positive integer, got {config.in_chans!r}")
     if config.padding not in ("symmetric", "tf_same"):
         raise MobilenetError(f"padding must be 'symmetric' or 'tf_same', got {config.padding!r}")
+    stem = config.stem_channels
+    if stem is not None and (isinstance(stem, bool) or not isinstance(stem, int) or stem < 1):
+        raise MobilenetError(f"stem_channels must be a positive integer or None, got {stem!r}")
     if not config.bn_eps > 0 or not 0 < config.bn_momentum <= 1:
         raise MobilenetError("bn_eps must be > 0 and bn_momentum in (0, 1] (PyTorch convention: 1 - TF decay)")
 
@@ -232,10 +238,12 @@ def _build_body(spec: ArchSpec, config: ModelConfig) -> tuple[list[nn.Module], l
     reductions: list[int] = []
     widths: list[int] = []
     in_channels, table_in, reduction = config.in_chans, None, 1
-    for row in spec.layers:
+    for index, row in enumerate(spec.layers):
         for repeat in range(row.repeats):
             stride = row.stride if repeat == 0 else 1
             out_channels = scale(row.out_channels, row.narrows)
+            if index == 0 and config.stem_channels is not None:
+                out_channels = config.stem_channels
             layers.append(
                 _make_layer(spec, row, scale, in_channels, table_in, out_channels, stride, conv_options)
             )

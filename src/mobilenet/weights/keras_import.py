@@ -25,8 +25,8 @@ How the variant is recognised and mapped, following :mod:`mobilenet.weights.tfli
   ``mean = std = 0.5`` on [0, 1] pixels, with TF-slim's bilinear resize and 0.875 center crop.
 
 Keras' V3 keeps a 16-channel stem for every alpha, ours scales it like every other layer; the two agree for
-alpha in [0.75, 1.25), and other alphas are refused. Weights-only files carry no graph: there the input size
-(224 unless given), the activations and the padding are those of ``keras.applications``.
+alpha in [0.75, 1.25), and other alphas import with ``stem_channels=16``. Weights-only files carry no graph:
+there the input size (224 unless given), the activations and the padding are those of ``keras.applications``.
 """
 
 from __future__ import annotations
@@ -42,15 +42,15 @@ import torch
 from torch import nn
 
 from mobilenet.errors import MobilenetError
-from mobilenet.models.builder import MobileNet, WidthScaler
+from mobilenet.models.builder import MobileNet
 from mobilenet.models.layers import ConvBnAct, DepthwiseSeparable, InvertedResidual, SamePad2d, SqueezeExcite
 from mobilenet.models.preprocessing import INCEPTION_MEAN, INCEPTION_STD, Preprocessing
 from mobilenet.models.registry import (
     RELEASED_MODELS,
     create_model,
-    format_alpha,
 )
 from mobilenet.models.specs import ARCHITECTURES, ArchSpec
+from mobilenet.weights.candidates import Candidate, search_fitting_model, width_candidates
 from mobilenet.weights.tflite_import import (
     _SAMPLES,
     ACTIVATIONS,
@@ -61,7 +61,6 @@ from mobilenet.weights.tflite_import import (
     _load_state,
     _read_labels,
     _sha256,
-    search_fitting_model,
 )
 
 LICENSE_NOTE = (
@@ -70,7 +69,6 @@ LICENSE_NOTE = (
 KERAS_DEFAULT_EPS = 1e-3  # keras.layers.BatchNormalization's default, used by every keras.applications MobileNet
 KERAS_DEFAULT_RESOLUTION = 224
 _LINEARS = frozenset({"Conv2D", "Dense"})
-_V3_STEM = 16  # Keras' MobileNetV3 stem width, the same for every alpha
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -593,27 +591,10 @@ def _conv_widths(source: KerasSource) -> list[int]:
     return [int(layer.weights["kernel"].shape[-1]) for layer in source.weighted if layer.kind == "Conv2D"]
 
 
-def _alpha_candidates(source: KerasSource, spec: ArchSpec) -> list[str]:
-    """Width multipliers implied by the stem and by the widest narrowing layer, then the released ones."""
+def _width_candidates(source: KerasSource, spec: ArchSpec) -> list[Candidate]:
+    """Widths implied by the stem and by the last convs (the widest narrowing layer sits before the head)."""
     widths = _conv_widths(source)
-    narrowing = [row.out_channels for row in spec.layers if row.narrows]
-    guesses: list[float] = []
-    if widths:
-        guesses.append(widths[0] / spec.layers[0].out_channels)
-    for width in widths[-5:]:  # the widest narrowing layer sits just before the head
-        # int(c * alpha) truncates: c + 0.5 keeps the float product from landing just under an integer
-        guesses += [width / narrowing[-1], (width + 0.5) / narrowing[-1]]
-    guesses += [0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4]
-    names: list[str] = []
-    for alpha in guesses:
-        text = format_alpha(alpha)
-        if 0 < alpha <= 2 and text not in names:
-            names.append(text)
-    # Building a candidate is the slow part: keep those that give the stem's width, else the first guesses so
-    # that the error can say where the closest one differs.
-    stem = widths[0] if widths else None
-    fitting = [a for a in names if WidthScaler(spec, float(a))(spec.layers[0].out_channels) == stem]
-    return fitting or names[:2]
+    return width_candidates(spec, widths[0] if widths else None, widths[-5:])
 
 
 @dataclass
@@ -621,6 +602,7 @@ class _Recognised:
     name: str
     num_classes: int
     matcher: _Matcher
+    options: dict[str, Any]  # model options beyond the name: V3's fixed 16-channel stem
 
 
 def recognise(source: KerasSource, resolution: int | None = None) -> _Recognised:
@@ -628,13 +610,13 @@ def recognise(source: KerasSource, resolution: int | None = None) -> _Recognised
     classes = _num_classes(source)
     size = _resolution(source, resolution)
     archs, count = _candidate_archs(source)
-    name, matcher, best = search_fitting_model(
-        archs, lambda spec: _alpha_candidates(source, spec), size, classes,
+    found = search_fitting_model(
+        archs, lambda spec: _width_candidates(source, spec), size, classes,
         lambda model: _Matcher(source, model), _Mismatch,
     )
-    if matcher is not None:
-        return _Recognised(name, classes, matcher)
-    _refuse_v3_alpha(source, archs)
+    if found.matcher is not None:
+        return _Recognised(found.name, classes, found.matcher, found.options)
+    best = found.closest
     hint = (
         ""
         if count in {_depthwise_count(s) for s in ARCHITECTURES.values()}
@@ -646,30 +628,6 @@ def recognise(source: KerasSource, resolution: int | None = None) -> _Recognised
         f"{source.label}: cannot map the Keras model onto a MobileNet{hint}; closest is {best[1]}, which stops "
         f"fitting at {best[2]}"
     )
-
-
-def _refuse_v3_alpha(source: KerasSource, archs: list[str]) -> None:
-    """Keras' V3 keeps a 16-channel stem for any alpha; name the alpha if that is why nothing fit."""
-    widths = _conv_widths(source)
-    weighted = source.weighted
-    # The body's last conv (Keras' conv_1, 6 x the last block's width) is the last conv followed by a BatchNorm.
-    body = [
-        int(layer.weights["kernel"].shape[-1])
-        for layer, after in zip(weighted, weighted[1:])
-        if layer.kind == "Conv2D" and after.kind == "BatchNormalization"
-    ]
-    for arch in archs:
-        spec = ARCHITECTURES[arch]
-        if not arch.startswith("mobilenet_v3") or not widths or widths[0] != _V3_STEM or not body:
-            continue
-        alpha = body[-1] / spec.layers[-1].out_channels
-        ours = WidthScaler(spec, alpha)(spec.layers[0].out_channels)
-        if ours != _V3_STEM:
-            raise MobilenetError(
-                f"{source.label}: Keras' MobileNetV3 keeps its stem at 16 channels for every alpha, ours scales it "
-                f"with alpha ({ours} channels at alpha {format_alpha(alpha)}); only Keras alphas in [0.75, 1.25) "
-                "can be imported exactly"
-            )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -771,7 +729,8 @@ def import_keras(
     size = _resolution(found, resolution)
     prep, how = _preprocessing(found, size, recognised.num_classes)
     model = create_model(
-        recognised.name, padding="tf_same", num_classes=recognised.num_classes, preprocessing=prep, **options
+        recognised.name, padding="tf_same", num_classes=recognised.num_classes, preprocessing=prep,
+        **recognised.options, **options,
     )
     _load_state(model, recognised.matcher.state, found.label)
     model.class_names = _read_labels(labels, recognised.num_classes, prep.labels_offset) if labels else None

@@ -35,18 +35,15 @@ import torch
 from torch import nn
 
 from mobilenet.errors import MobilenetError
-from mobilenet.models.builder import MobileNet, WidthScaler
+from mobilenet.models.builder import MobileNet
 from mobilenet.models.layers import ConvBnAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite
 from mobilenet.models.preprocessing import INCEPTION_MEAN, INCEPTION_STD, Preprocessing
 from mobilenet.models.registry import (
     RELEASED_MODELS,
-    build_on_meta,
-    config_from_name,
     create_model,
-    format_alpha,
-    model_name,
 )
 from mobilenet.models.specs import ARCHITECTURES, ArchSpec, LayerKind
+from mobilenet.weights.candidates import Candidate, search_fitting_model, width_candidates
 
 LICENSE_NOTE = (
     "as distributed with the source file; Google's MobileNet TFLite releases (TF-slim, Coral) are under the "
@@ -702,31 +699,12 @@ def _num_classes(graph: TfliteGraph) -> int | None:
     return _output_channels(graph, producer)
 
 
-def _alpha_candidates(graph: TfliteGraph, spec: ArchSpec) -> list[str]:
-    """Width multipliers worth trying: those implied by the first and the last convs, then the released ones.
-
-    Only those that give the graph's stem width are kept (a model build per candidate is the slow part);
-    if none does, the first guesses stay so that the error can show where the closest one differs.
-    """
+def _width_candidates(graph: TfliteGraph, spec: ArchSpec) -> list[Candidate]:
+    """Widths implied by the first conv and by the last convs (the widest narrowing layer sits before the head)."""
     convs = [op for op in graph.ops if op.type == "CONV_2D"]
-    narrowing = [row.out_channels for row in spec.layers if row.narrows]
-    guesses: list[float] = []
     stem = _output_channels(graph, convs[0]) if convs else None
-    if stem:
-        guesses.append(stem / spec.layers[0].out_channels)
-    for op in convs[-4:]:  # the widest narrowing layer sits just before the head
-        channels = _output_channels(graph, op)
-        if channels:
-            # int(c * alpha) truncates: c + 0.5 keeps the float product from landing just under an integer
-            guesses += [channels / narrowing[-1], (channels + 0.5) / narrowing[-1]]
-    guesses += [0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4]
-    names: list[str] = []
-    for alpha in guesses:
-        text = format_alpha(alpha)
-        if 0 < alpha <= 2 and text not in names:
-            names.append(text)
-    fitting = [a for a in names if WidthScaler(spec, float(a))(spec.layers[0].out_channels) == stem]
-    return fitting or names[:2]
+    last = [c for c in (_output_channels(graph, op) for op in convs[-4:]) if c]
+    return width_candidates(spec, stem, last)
 
 
 def _candidate_archs(graph: TfliteGraph) -> tuple[list[str], bool]:
@@ -756,40 +734,7 @@ class _Recognised:
     name: str
     num_classes: int
     matcher: _Matcher
-
-
-def search_fitting_model(
-    archs: list[str],
-    alphas_for: Any,
-    resolution: int,
-    classes: int,
-    make_matcher: Any,
-    mismatch_type: type[Exception],
-) -> tuple[str, Any, tuple[int, str, str] | None]:
-    """Try each (architecture, alpha) candidate in order; return the first whose matcher fits every layer.
-
-    Returns ``(name, matcher, best)``: ``matcher`` is None when nothing fits, and ``best`` is then the
-    ``(progress, name, reason)`` of the candidate that got furthest, for the error message. Shared by the
-    TFLite and Keras importers.
-    """
-    best: tuple[int, str, str] | None = None
-    for arch in archs:
-        for alpha in alphas_for(ARCHITECTURES[arch]):
-            name = model_name(arch, float(alpha), resolution)
-            try:
-                config = config_from_name(name, padding="tf_same", num_classes=classes)
-            except MobilenetError:
-                continue
-            matcher = make_matcher(build_on_meta(config))
-            try:
-                matcher.match()
-            except mismatch_type as mismatch:
-                progress = int(getattr(mismatch, "progress", 0))
-                if best is None or progress > best[0]:
-                    best = (progress, name, str(mismatch))
-                continue
-            return name, matcher, best
-    return "", None, best
+    options: dict[str, Any]  # model options beyond the name (a fixed stem width)
 
 
 def recognise(graph: TfliteGraph) -> _Recognised:
@@ -798,12 +743,13 @@ def recognise(graph: TfliteGraph) -> _Recognised:
     found_classes = _num_classes(graph)
     classes = found_classes or 1001
     archs, exact = _candidate_archs(graph)
-    name, matcher, best = search_fitting_model(
-        archs, lambda spec: _alpha_candidates(graph, spec), resolution, classes,
+    found = search_fitting_model(
+        archs, lambda spec: _width_candidates(graph, spec), resolution, classes,
         lambda model: _Matcher(graph, model), _Mismatch,
     )
-    if matcher is not None:
-        return _Recognised(name, classes, matcher)
+    if found.matcher is not None:
+        return _Recognised(found.name, classes, found.matcher, found.options)
+    best = found.closest
     count = sum(op.type == "DEPTHWISE_CONV_2D" for op in graph.ops)
     hint = "" if exact else f" (the graph has {count} depthwise convs, no MobileNet we know has that many)"
     if best is None:
@@ -910,7 +856,9 @@ def import_tflite(path: str | os.PathLike[str], labels: str | os.PathLike[str] |
     graph = read_tflite(file)
     found = recognise(graph)
     prep, how = _preprocessing(graph, found.matcher, found.num_classes)
-    model = create_model(found.name, padding="tf_same", num_classes=found.num_classes, preprocessing=prep)
+    model = create_model(
+        found.name, padding="tf_same", num_classes=found.num_classes, preprocessing=prep, **found.options
+    )
     _load_state(model, found.matcher.state, graph.source)
     model.class_names = _read_labels(labels, found.num_classes, prep.labels_offset) if labels else None
     model.weights_info = {

@@ -72,6 +72,7 @@ class SourceArch:
     bn_eps: float
     padding: Padding
     preprocessing: Preprocessing
+    stem_channels: int | None = None  # timm's V3 below 0.75 keeps its 16-channel stem
 
     def config(self, num_classes: int = 1000) -> ModelConfig:
         from mobilenet.models.registry import config_from_name
@@ -82,6 +83,7 @@ class SourceArch:
             bn_eps=self.bn_eps,
             padding=self.padding,
             preprocessing=self.preprocessing,
+            stem_channels=self.stem_channels,
         )
 
 
@@ -139,6 +141,7 @@ def timm_arch(name: str) -> SourceArch:
         )
     digits = match["v1"] or match["v2"] or match["v3"]
     alpha = int(digits) / 100
+    stem_channels = None
     if match["v1"]:
         arch = "mobilenet_v1"
         _check_timm_v1_rounding(name, alpha)
@@ -146,18 +149,16 @@ def timm_arch(name: str) -> SourceArch:
         arch = "mobilenet_v2"
     else:
         arch = f"mobilenet_v3_{match['size']}" + ("_minimalistic" if match["minimal"] else "")
-        if alpha < 0.75:  # like TF-slim and Keras, timm fixes V3's stem at 16 below 0.75; ours scales it
-            raise MobilenetError(
-                f"timm's {name} keeps its stem at 16 channels, ours scales it with the width "
-                f"({WidthScaler(ARCHITECTURES[arch], alpha)(16)} at {alpha}); its weights cannot load exactly"
-            )
+        if alpha < 0.75:  # timm fixes V3's stem at 16 channels below 0.75; ours scales it unless told
+            stem_channels = 16
     if match["tf"]:
         if not match["v3"]:
             raise MobilenetError(f"unknown timm model {name!r}: timm's tf_ MobileNet ports are V3 only")
         prep = _preprocessing(INCEPTION_MEAN, INCEPTION_STD, "bilinear")
-        return SourceArch("timm", name, arch, alpha, 1e-3, "tf_same", prep)
+        return SourceArch("timm", name, arch, alpha, 1e-3, "tf_same", prep, stem_channels)
     mean, std = (INCEPTION_MEAN, INCEPTION_STD) if match["v1"] else (IMAGENET_MEAN, IMAGENET_STD)
-    return SourceArch("timm", name, arch, alpha, 1e-5, "symmetric", _preprocessing(mean, std, "bicubic"))
+    prep = _preprocessing(mean, std, "bicubic")
+    return SourceArch("timm", name, arch, alpha, 1e-5, "symmetric", prep, stem_channels)
 
 
 def _check_timm_v1_rounding(name: str, alpha: float) -> None:
