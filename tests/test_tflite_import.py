@@ -354,8 +354,11 @@ def test_dequantize_per_channel_uses_the_quantized_dimension() -> None:
 class GraphWriter:
     """A float32 TFLite graph built with the schema's object API, written in TF's own idioms."""
 
-    def __init__(self, size: int, rescale_input: bool = False, float16_weights: bool = False) -> None:
+    def __init__(
+        self, size: int, rescale_input: bool = False, float16_weights: bool = False, int8_weights: str | None = None
+    ) -> None:
         self.float16_weights = float16_weights
+        self.int8_weights = int8_weights  # "dequantize": int8 behind a DEQUANTIZE op; "hybrid": read by the conv
         self.tensors: list[schema.TensorT] = []
         self.buffers: list[schema.BufferT] = [schema.BufferT()]
         self.ops: list[schema.OperatorT] = []
@@ -415,12 +418,29 @@ class GraphWriter:
         channels = weights.shape[3] if depthwise else weights.shape[0]
         shape = [1, -(-h // stride), -(-w // stride), channels]
         kind = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
-        kernel = self.const(weights)
+        kernel = self.int8_kernel(weights, axis=3 if depthwise else 0) if self.int8_weights else self.const(weights)
         if self.float16_weights:  # how TFLite's float16 releases store weights: unpacked by a DEQUANTIZE
             kernel = self.op("DEQUANTIZE", [self.const(weights.astype(np.float16))], list(weights.shape))
+        if self.int8_weights == "dequantize":
+            kernel = self.op("DEQUANTIZE", [kernel], list(weights.shape))
         out = self.op(kind, [x, kernel, self.const(bias)], shape, options, act)
         self.tensors[out].name = f"conv{len(self.ops) - 1}".encode()
         return out
+
+    def int8_kernel(self, weights: np.ndarray, axis: int) -> int:
+        """Symmetric int8 per-channel weights along ``axis`` (TF2's quantized_dimension: 0 conv, 3 depthwise)."""
+        others = tuple(i for i in range(weights.ndim) if i != axis)
+        scale = np.abs(weights).max(axis=others) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        shape = [1] * weights.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(weights / scale.reshape(shape)), -127, 127).astype(np.int8)
+        kernel = self.tensor(f"const{len(self.tensors)}", list(weights.shape), q)
+        quantization = schema.QuantizationParametersT()
+        quantization.scale, quantization.zeroPoint = scale.tolist(), [0] * scale.size
+        quantization.quantizedDimension = axis
+        self.tensors[kernel].type, self.tensors[kernel].quantization = schema.TensorType.INT8, quantization
+        return kernel
 
     def mean(self, x: int) -> int:
         options = schema.ReducerOptionsT()
@@ -483,8 +503,10 @@ def _export_se(writer: GraphWriter, x: int, se: SqueezeExcite) -> int:
     return writer.op("MUL", [x, gate], writer.shapes[x])
 
 
-def export_float_tflite(model: mobilenet.MobileNet, path: Path, rescale_input: bool, float16: bool = False) -> Path:
-    writer = GraphWriter(model.config.resolution, rescale_input, float16)
+def export_float_tflite(
+    model: mobilenet.MobileNet, path: Path, rescale_input: bool, float16: bool = False, int8_weights: str | None = None
+) -> Path:
+    writer = GraphWriter(model.config.resolution, rescale_input, float16, int8_weights)
     x = writer.image
     for layer in model.features:
         if isinstance(layer, ConvBnAct):
@@ -559,6 +581,35 @@ def test_v3_float_graph_round_trips(tmp_path: Path, name: str, float16: bool) ->
     assert imported.weights_info["extra"]["graph_output"] == "logits"
     with torch.inference_mode():
         torch.testing.assert_close(imported(x), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["dequantize", "hybrid"])
+def test_v3_with_int8_per_channel_weights_imports_the_quantized_values(tmp_path: Path, form: str) -> None:
+    """A V3 whose weights are int8 per channel (TF2 weight-only / dynamic-range quantization) imports dequantized.
+
+    "dequantize": int8 weights unpacked by DEQUANTIZE ops, float arithmetic; our import must equal the interpreter.
+    "hybrid": the convs read int8 weights and quantize activations on the fly; equal up to that rounding.
+    """
+    torch.manual_seed(0)
+    original = mobilenet.create_model("mobilenet_v3_small_0.75_64", padding="tf_same", num_classes=10).eval()
+    _randomize_batchnorm(original)
+    path = export_float_tflite(original, tmp_path / f"v3_{form}.tflite", rescale_input=True, int8_weights=form)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 64, 64, 3)).astype(np.float32)
+    reference = _run_interpreter(path, pixels).double()
+    imported = import_tflite(path)
+    assert imported.weights_info["extra"]["quantization"] == "int8 per-channel"
+    assert imported.config.arch == "mobilenet_v3_small" and imported.config.width_multiplier == 0.75
+    x = torch.from_numpy(pixels / 127.5 - 1).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        ours, unquantized = imported(x).double(), original(x).double()
+    spread = float(reference.std())
+    weight_rounding = float((unquantized - reference).abs().max())
+    assert weight_rounding > 1e-3 * spread  # the int8 weights change the output visibly...
+    error = float((ours - reference).abs().max())
+    assert error < (1e-5 if form == "dequantize" else 0.05) * spread  # ...and the import has exactly those weights
+    print(f"{form}: import vs interpreter {error:.1e}, float weights vs interpreter {weight_rounding:.1e}, "
+          f"logit spread {spread:.1e}")
+    assert error < weight_rounding
 
 
 def test_v3_with_wrong_gate_names_the_op(tmp_path: Path) -> None:
