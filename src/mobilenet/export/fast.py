@@ -14,8 +14,8 @@ In fp32, predictions match the eager model to float rounding (checked by the tes
 runs weights and activations in bfloat16 (oneDNN's AMX / AVX512-BF16 kernels where the CPU has them), at the
 cost of bf16 rounding in the logits (a few percent relative).
 
-Measured on 2 cores, batch 1 at 224 (docs/performance.md has the full table), eager -> onednn fp32 / bf16:
-V1 12.4 -> 6.6 / 3.5 ms, V2 13.7 -> 4.4 / 2.6 ms, V3-Large 13.7 -> 4.2 / 2.7 ms.
+Measured on 2 cores, batch 1 at 224, each in a fresh process (docs/performance.md has the full table), eager ->
+onednn fp32 / bf16: V1 18.3 -> 6.3 / 3.5 ms, V2 12.2 -> 4.7 / 3.3 ms, V3-Large 12.6 -> 4.3 / 2.7 ms.
 """
 
 from __future__ import annotations
