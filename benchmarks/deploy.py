@@ -68,20 +68,20 @@ FRESH_PROCESS_ROWS = (
 )
 
 
-def torch_loader(model: torch.nn.Module, variant: str, precision: str) -> Callable:
+def torch_loader(model: torch.nn.Module, variant: str, precision: str) -> Callable[[], Callable]:
     """The runner of one FRESH_PROCESS_ROWS row; built inside the process that times it."""
-    if variant.startswith("eager"):
-        def eager() -> Callable:
-            if variant == "eager, warm malloc":
-                block = bytearray(20 * 1024 * 1024)  # freeing a 20 MiB mmap'ed block raises glibc's threshold
-                del block
+    def load() -> Callable:
+        if variant == "eager, warm malloc":
+            block = bytearray(20 * 1024 * 1024)  # freeing a 20 MiB mmap'ed block raises glibc's threshold
+            del block
+        if variant.startswith("eager"):
             def run(batch: np.ndarray) -> torch.Tensor:
                 with torch.inference_mode():
                     return model(torch.from_numpy(batch))
             return run
-        return eager
-    return lambda: (lambda fast: lambda batch: fast(torch.from_numpy(batch)))(
-        fast_inference_model(model, variant, precision=precision))
+        fast = fast_inference_model(model, variant, precision=precision)
+        return lambda batch: fast(torch.from_numpy(batch))
+    return load
 
 
 def _fresh_process_row(name: str, key: tuple[str, str, str], threads: int, settings: BenchSettings) -> BenchResult:
@@ -173,6 +173,7 @@ def verdicts(rows: list[tuple[str, BenchResult]], per_round: list[dict[Key, floa
     eager = fastest("eager", ("fp32",), ("torch",)).timing.median
     predict_fp32 = min(r.timing.median for v, r in rows if r.runtime == "predict" and r.precision == "fp32")
     predict_bf16 = min(r.timing.median for v, r in rows if r.runtime == "predict" and r.precision == "bf16")
+    fp32_speedups = paired_speedups(per_round, "fp32")
     return {
         "fp32_ratio": ours_fp32.timing.median / plain_fp32.timing.median,
         "fp32_ours": f"{ours_fp32.runtime} {ours_fp32.timing.median * 1e3:.2f} ms",
@@ -182,8 +183,8 @@ def verdicts(rows: list[tuple[str, BenchResult]], per_round: list[dict[Key, floa
         "int8_plain": f"{plain_int8.runtime} {plain_int8.timing.median * 1e3:.2f} ms",
         "predict_fp32_speedup_best": eager / predict_fp32,
         "predict_bf16_speedup_best": eager / predict_bf16,
-        "predict_fp32_speedups": paired_speedups(per_round, "fp32"),
-        "predict_fp32_speedup": float(np.median(paired_speedups(per_round, "fp32"))),
+        "predict_fp32_speedups": fp32_speedups,
+        "predict_fp32_speedup": float(np.median(fp32_speedups)),
         "predict_bf16_speedup": float(np.median(paired_speedups(per_round, "bf16"))),
     }
 
