@@ -94,3 +94,24 @@ def test_bad_requests_are_one_line_errors(args: list[str], message: str, tmp_pat
     assert main(["bench", *args, "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_alternating_windows_pair_each_function_with_its_neighbours() -> None:
+    """Two sleeps of 2 and 6 ms timed in turn: every window's ratio is about 3; a function that allocates and
+    touches a freshly mapped block shows page faults, one that does nothing shows none."""
+    import time
+
+    from mobilenet.profiling.timing import measure_alternating
+
+    def touch_fresh_memory() -> None:
+        block = bytearray(64 << 20)  # above glibc's largest mmap threshold (32 MiB): mapped anew on each call
+        block[:: 1 << 12] = bytes(len(block) >> 12)  # write one byte per 4 KiB page
+
+    windows = measure_alternating(
+        {"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.006), "alloc": touch_fresh_memory,
+         "idle": lambda: None},
+        windows=3, seconds=0.05,
+    )
+    assert all(len(v) == 3 for v in windows.medians.values())
+    assert all(2.0 < r < 3.5 for r in windows.ratios("long", "short")), windows.ratios("long", "short")
+    assert min(windows.page_faults["alloc"]) > 100 > max(windows.page_faults["idle"])

@@ -14,8 +14,10 @@ In fp32, predictions match the eager model to float rounding (checked by the tes
 runs weights and activations in bfloat16 (oneDNN's AMX / AVX512-BF16 kernels where the CPU has them), at the
 cost of bf16 rounding in the logits (a few percent relative).
 
-Measured on 2 cores, batch 1 at 224, each in a fresh process (docs/performance.md has the full table), eager ->
-onednn fp32 / bf16: V1 18.3 -> 6.3 / 3.5 ms, V2 12.2 -> 4.7 / 3.3 ms, V3-Large 12.6 -> 4.3 / 2.7 ms.
+Measured on 2 cores, batch 1 at 224, eager and predict timed in turn in fresh processes (docs/performance.md
+has the full table): predict fp32 is 3.0x eager for V2 and 3.1x for V3-Large; V1 runs at 93-95% of the
+machine's matmul rate (6.1 ms), 2.4-2.9x eager as a script starts and 1.8x eager with a warm allocator.
+bf16: 4.2-5.4x.
 """
 
 from __future__ import annotations

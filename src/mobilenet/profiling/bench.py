@@ -230,17 +230,20 @@ def benchmark(
     settings: BenchSettings = BenchSettings(),
     in_chans: int = 3,
     notes: Sequence[str] = (),
+    matmul_gflops: float | None = None,
 ) -> list[BenchResult]:
     """Load a runner with ``load()`` and time it at each batch size; one result per batch.
 
     ``load`` must build everything the runner needs (a session, a compiled module): its memory is counted.
     Torch's thread count is set to ``threads`` for the whole measurement (runners in other runtimes take
-    theirs when loaded); the matmul reference uses the same count.
+    theirs when loaded); the matmul reference uses the same count. Pass ``matmul_gflops`` measured in another
+    process to keep this one's allocator as it was: the reference frees 16 MiB blocks, which raises glibc's
+    mmap threshold and spares eager PyTorch its per-call page faults.
     """
     if not batches or any(b < 1 for b in batches):
         raise MobilenetError(f"batch sizes must be integers >= 1, got {list(batches)}")
     with torch_threads(threads):
-        reference = matmul_rate(threads)
+        reference = matmul_rate(threads) if matmul_gflops is None else matmul_gflops
         probe = MemoryProbe()
         runner = load()
         probe.loaded()

@@ -65,3 +65,43 @@ def measure(
         iterations=len(ordered),
         threads=threads if threads is not None else torch.get_num_threads(),
     )
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Per function, one entry per window: the median seconds per call, and minor page faults per call."""
+
+    medians: dict[str, list[float]]
+    page_faults: dict[str, list[float]]
+
+    def ratios(self, numerator: str, denominator: str) -> list[float]:
+        """``numerator``'s time over ``denominator``'s, window by window."""
+        return [a / b for a, b in zip(self.medians[numerator], self.medians[denominator])]
+
+
+def _minor_page_faults() -> int:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def measure_alternating(
+    fns: dict[str, Callable[[], object]], *, windows: int = 6, seconds: float = 0.4, warmup: int = 3
+) -> Windows:
+    """Time each function in turn for ``seconds`` (at least 10 calls), ``windows`` times over.
+
+    For ratios between functions: timed side by side, they share the machine's speed of the moment, which on a
+    shared VM drifts by up to 2x between minutes, so one-off medians taken minutes apart do not compare.
+    Page faults show allocator effects (eager PyTorch maps fresh memory for every large activation).
+    """
+    medians: dict[str, list[float]] = {name: [] for name in fns}
+    faults: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(windows):
+        for name, fn in fns.items():
+            before = _minor_page_faults()
+            timing = measure(fn, warmup=warmup, iterations=10, min_seconds=seconds)
+            medians[name].append(timing.median)
+            faults[name].append((_minor_page_faults() - before) / (timing.iterations + warmup))
+    return Windows(medians, faults)
