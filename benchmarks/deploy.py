@@ -84,11 +84,11 @@ FRESH_PROCESS_ROWS = (
 )
 
 
+PAGE_FAULTING = 500  # per call; V1 eager makes ~2,700-4,000 as a script starts, under 100 once warm
 EAGER_STATES = {
     "page-faulting (allocator as a script starts)": lambda faults: faults >= PAGE_FAULTING,
     "not page-faulting (warm allocator)": lambda faults: faults < PAGE_FAULTING,
 }
-PAGE_FAULTING = 500  # per call; V1 eager makes ~2,700-4,000 as a script starts, under 100 once warm
 
 
 def torch_loader(model: torch.nn.Module, variant: str, precision: str) -> Callable[[], Callable]:
@@ -169,14 +169,14 @@ def export_window_ratios(runners: dict[Key, Callable], windows: int = 10, second
     return ratios
 
 
-def export_loaders(model: torch.nn.Module, scratch: Path, threads: int) -> dict[tuple[str, str, str], Callable]:
+def export_loaders(model: torch.nn.Module, scratch: Path, threads: int) -> dict[Key, Callable]:
     """(runtime, variant, precision) -> a function that builds the runner (its cost is counted as memory)."""
     calibration = random_batch(8, 224, seed=1)
     plain = plain_onnx(model, scratch / "plain.onnx")
     plain_int8 = quantize_onnx(plain, scratch / "plain_int8.onnx", calibration)
     ours = {(rt, p): export_for(model, rt, p, scratch / f"{rt}_{p}")[0]
             for rt, p in [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("tflite", "fp32"), ("tflite", "int8")]}
-    table: dict[tuple[str, str, str], Callable] = {}
+    table: dict[Key, Callable] = {}
     for precision in ("fp32", "int8"):
         plain_file = plain if precision == "fp32" else plain_int8
         table[("onnxruntime", "plain", precision)] = lambda f=plain_file: load_runner(f, "onnxruntime", threads)
