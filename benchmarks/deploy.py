@@ -127,17 +127,12 @@ def _predict_windows(name: str, threads: int, windows: int, seconds: float) -> W
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = mobilenet.create_model(name).eval()
-    image = torch.from_numpy(random_batch(1, 224))
-
-    def eager() -> torch.Tensor:
-        with torch.inference_mode():
-            return model(image)
-
-    runners = {"eager": eager}
-    for precision in ("fp32", "bf16"):
-        fast = fast_inference_model(model, "onednn", precision=precision)
-        runners[precision] = lambda fast=fast: fast(image)
-    return measure_alternating(runners, windows=windows, seconds=seconds)
+    image = random_batch(1, 224)
+    runners = {label: torch_loader(model, variant, precision)()
+               for label, variant, precision in [("eager", "eager", "fp32"), ("fp32", "onednn", "fp32"),
+                                                 ("bf16", "onednn", "bf16")]}
+    return measure_alternating({label: (lambda run=run: run(image)) for label, run in runners.items()},
+                               windows=windows, seconds=seconds)
 
 
 def alternating_speedups(name: str, threads: int, processes: int, windows: int = 6,
@@ -163,9 +158,9 @@ def export_window_ratios(runners: dict[Key, Callable], windows: int = 10, second
     measured = measure_alternating(named, windows=windows, seconds=seconds)
     ratios: dict[str, list] = {}
     for precision in ("fp32", "int8"):
-        def fastest(variant: str, window: int, precision: str = precision) -> float:
-            return min(measured.medians[" ".join(k)][window] for k in runners if k[1:] == (variant, precision))
-        ratios[precision] = [fastest("ours", w) / fastest("plain", w) for w in range(windows)]
+        ours, plain = ([" ".join(k) for k in runners if k[1:] == (variant, precision)] for variant in ("ours", "plain"))
+        ratios[precision] = [min(measured.medians[n][w] for n in ours) / min(measured.medians[n][w] for n in plain)
+                             for w in range(windows)]
     return ratios
 
 
