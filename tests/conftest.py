@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+# Assigned outright, not setdefault: a developer's exported TORCH_HOME or XDG_CACHE_HOME points at their home.
 _TMP_HOME = tempfile.mkdtemp(prefix="mobilenet-tests-")
-for _var in ("MPLCONFIGDIR", "KERAS_HOME", "TORCH_HOME", "XDG_CACHE_HOME", "MOBILENET_HOME"):
-    os.environ.setdefault(_var, os.path.join(_TMP_HOME, _var.lower()))
+atexit.register(shutil.rmtree, _TMP_HOME, ignore_errors=True)
+_REDIRECTED = ("MPLCONFIGDIR", "KERAS_HOME", "TORCH_HOME", "XDG_CACHE_HOME", "MOBILENET_HOME")
+for _var in (*_REDIRECTED, "TORCHINDUCTOR_CACHE_DIR"):
+    os.environ[_var] = os.path.join(_TMP_HOME, _var.lower())
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from collections import Counter
 from functools import partial
@@ -374,7 +375,7 @@ def test_build_dataloaders_with_workers(shapes_root: Path) -> None:
     bundle = build_dataloaders(
         shapes_root / "train", shapes_root / "val", preprocessing=PRE, batch_size=8, num_workers=2
     )
-    assert not bundle.train_loader.persistent_workers  # fresh, re-seeded workers every epoch
+    assert not bundle.train_loader.persistent_workers  # workers restart each epoch, from that epoch's seed
     # 20 images in batches of 8: the incomplete last batch is dropped, every validation image is kept.
     assert sum(labels.numel() for _, labels, _ in bundle.train_loader) == 16
     assert sum(labels.numel() for _, labels, _ in bundle.val_loader) == 4
@@ -433,7 +434,10 @@ def test_synthetic_layout_counts_and_manifest(shapes_root: Path) -> None:
         assert Counter(label for _, label in scan.samples) == dict.fromkeys(range(4), per_class)
     img = load_rgb(shapes_root / "train" / "circle" / "00000.png")
     assert img.size == (32, 32)
-    assert (shapes_root / "dataset.json").is_file()
+    manifest = json.loads((shapes_root / "dataset.json").read_text())
+    assert manifest["complete"] and manifest["class_names"] == list(synthetic.SHAPES[:4])
+    assert manifest["counts"] == {"train": 20, "val": 4}
+    assert manifest["params"] == {**SMALL, "seed": 0, "val_fraction": 0.2}
 
 
 def test_synthetic_is_byte_identical_per_seed(shapes_root: Path, tmp_path: Path) -> None:

@@ -173,8 +173,10 @@ def test_h5_whole_model_and_weights_only_files(tmp_path) -> None:
     from_weights = import_keras(weights_only, resolution=96)
     assert from_model.weights_info["extra"]["model"] == CASES[case][3]
     assert from_weights.weights_info["extra"]["format"] == "keras h5 weights"
-    for (name, a), b in zip(from_model.state_dict().items(), from_weights.state_dict().values()):
-        assert torch.equal(a, b), name
+    weights = from_weights.state_dict()
+    assert from_model.state_dict().keys() == weights.keys()
+    for name, value in from_model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
     pixels = random_pixels(96)
     for model in (from_model, from_weights):
         assert model.preprocessing.mean == INCEPTION_MEAN and model.preprocessing.std == INCEPTION_STD

@@ -24,7 +24,6 @@ from mobilenet.cli.main import main as cli_main
 from mobilenet.data.decode import load_rgb
 from mobilenet.errors import MobilenetError
 from mobilenet.models.layers import ConvBnAct, InvertedResidual, SqueezeExcite
-from mobilenet.models.specs import ARCHITECTURES
 
 pytest.importorskip("ai_edge_litert", reason="TFLite import needs ai-edge-litert (pip install mobilenet[tflite])")
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
@@ -151,37 +150,22 @@ class Case:
     ours: np.ndarray
 
 
-def _v1_blocked_by_spec(error: MobilenetError) -> bool:
-    return ARCHITECTURES["mobilenet_v1"].layers[0].activation != "relu6" and "relu6" in str(error)
-
-
 @pytest.fixture(scope="module")
-def cases() -> dict[str, Case | str]:
+def cases() -> dict[str, Case]:
     return {}
 
 
-def get_case(cases: dict[str, Case | str], key: str) -> Case:
+def get_case(cases: dict[str, Case], key: str) -> Case:
     """Import, run the interpreter and our model once per module (the expensive part of this file)."""
     if key not in cases:
         cases[key] = _make_case(key)
-    case = cases[key]
-    if isinstance(case, str):
-        pytest.xfail(case)
-    return case
+    return cases[key]
 
 
-def _make_case(key: str) -> Case | str:
+def _make_case(key: str) -> Case:
     filename, _, crops = MODELS[key]
     path = _require(filename)
-    try:
-        model = import_tflite(path, labels=_require("imagenet_labels.txt"))
-    except MobilenetError as error:
-        if key == "v1" and _v1_blocked_by_spec(error):
-            return (
-                "TF-slim V1 weights use ReLU6 but specs.MOBILENET_V1 says ReLU (the paper's text); "
-                f"the importer refuses the mismatch: {error}"
-            )
-        raise
+    model = import_tflite(path, labels=_require("imagenet_labels.txt"))
     model = model.to(memory_format=torch.channels_last)  # ~1.5x faster depthwise convs on CPU
     images = evaluation_images(model.config.resolution, crops)
     reference, quantization = interpreter_probabilities(path, images)
@@ -194,7 +178,7 @@ def _make_case(key: str) -> Case | str:
 
 
 @pytest.mark.parametrize("key", list(MODELS))
-def test_float_import_agrees_with_quantized_interpreter(cases: dict[str, Case | str], key: str) -> None:
+def test_float_import_agrees_with_quantized_interpreter(cases: dict[str, Case], key: str) -> None:
     case = get_case(cases, key)
     result = agreement(case.reference, case.ours)
     assert result.cases == 4 + MODELS[key][2]
@@ -203,7 +187,7 @@ def test_float_import_agrees_with_quantized_interpreter(cases: dict[str, Case | 
 
 
 @pytest.mark.parametrize("key", list(MODELS))
-def test_variant_preprocessing_and_provenance_come_from_the_graph(cases: dict[str, Case | str], key: str) -> None:
+def test_variant_preprocessing_and_provenance_come_from_the_graph(cases: dict[str, Case], key: str) -> None:
     case = get_case(cases, key)
     model, (_, name, _) = case.model, MODELS[key]
     config = model.config
@@ -219,13 +203,13 @@ def test_variant_preprocessing_and_provenance_come_from_the_graph(cases: dict[st
     assert model.weights_info["extra"]["quantization"] == expected_kind
 
 
-def test_folded_batchnorm_is_identity_plus_folded_bias(cases: dict[str, Case | str]) -> None:
+def test_folded_batchnorm_is_identity_plus_folded_bias(cases: dict[str, Case]) -> None:
     bn = get_case(cases, "v2_quant").model.features[0].bn
     x = torch.randn(2, bn.num_features, 3, 3)
     torch.testing.assert_close(bn(x), x + bn.bias.view(1, -1, 1, 1), rtol=1e-6, atol=1e-6)
 
 
-def test_cat_is_an_egyptian_cat_for_v2(cases: dict[str, Case | str]) -> None:
+def test_cat_is_an_egyptian_cat_for_v2(cases: dict[str, Case]) -> None:
     case = get_case(cases, "v2_quant")
     assert case.model.class_names is not None
     assert case.model.class_names[int(case.ours[0].argmax())] == "Egyptian cat"
@@ -265,7 +249,7 @@ BUGS: dict[str, tuple[Callable[[nn.Module], nn.Module], dict[str, bool]]] = {
 
 @pytest.mark.parametrize("bug", list(BUGS))
 @pytest.mark.parametrize("key", ["v1", "v2_tf2_ptq"])
-def test_planted_bug_misses_a_target(cases: dict[str, Case | str], key: str, bug: str) -> None:
+def test_planted_bug_misses_a_target(cases: dict[str, Case], key: str, bug: str) -> None:
     case = get_case(cases, key)
     count = len(case.images) if key == "v1" else BUG_SUBSET
     assert not agreement(case.reference[:count], case.ours[:count]).failures(), "the correct model must pass"
@@ -279,7 +263,7 @@ def test_planted_bug_misses_a_target(cases: dict[str, Case | str], key: str, bug
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_cli_import_writes_weights_that_reload_identically(cases: dict[str, Case | str], tmp_path: Path) -> None:
+def test_cli_import_writes_weights_that_reload_identically(cases: dict[str, Case], tmp_path: Path) -> None:
     case = get_case(cases, "v2_quant")
     out = tmp_path / "v2.safetensors"
     labels = _require("imagenet_labels.txt")
@@ -295,12 +279,18 @@ def test_cli_import_writes_weights_that_reload_identically(cases: dict[str, Case
         torch.testing.assert_close(loaded(x), case.model(x), rtol=0, atol=0)
 
 
-def test_cli_rejects_unknown_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = tmp_path / "model.h5"
-    source.write_bytes(b"not used")
+@pytest.mark.parametrize(
+    ("filename", "problem"), [("model.xyz", "unknown format '.xyz'"), ("model.h5", "not an HDF5 file")]
+)
+def test_cli_rejects_unknown_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], filename: str, problem: str
+) -> None:
+    source = tmp_path / filename
+    source.write_bytes(b"not a model")
     assert cli_main(["import", str(source), "-o", str(tmp_path / "out.safetensors")]) == 2
     message = capsys.readouterr().err
-    assert "model.h5" in message and ".tflite" in message and "supported formats" in message
+    assert filename in message and problem in message and ".tflite" in message and "supported formats" in message
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 @pytest.mark.parametrize("keep", [0.02, 0.5])

@@ -420,8 +420,14 @@ def test_wrapped_and_prefixed_checkpoints_load(tmp_path) -> None:
     torch.save(wrapped, path)
     loaded = read_state_dict(path)
     assert set(loaded) == set(state)
+    assert all(torch.equal(loaded[name], value) for name, value in state.items())
     old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # pre-0.4.1 checkpoints
-    model_from_state_dict(old, "torchvision", "mobilenet_v2", width_mult=0.5)
+    from_old = model_from_state_dict(old, "torchvision", "mobilenet_v2", width_mult=0.5)
+    from_full = model_from_state_dict(state, "torchvision", "mobilenet_v2", width_mult=0.5)
+    full_state = from_full.state_dict()
+    for name, value in from_old.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(value, full_state[name]), name
 
 
 @pytest.mark.parametrize(
