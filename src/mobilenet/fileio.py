@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from mobilenet.errors import MobilenetError
+
+# Errors that say where the file goes is unusable, not that our code is wrong.
+_LOCATION_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is fsynced and renamed over ``path``."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    if target.is_dir():
+        raise MobilenetError(f"cannot write {target}: it is a folder; pass a file path")
+    tmp = _temporary_beside(target)
     try:
         yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes files private; a saved model should read like any file
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in _LOCATION_ERRORS:
+            raise unwritable(target, exc) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -29,3 +39,58 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def make_output_folder(path: str | os.PathLike[str]) -> Path:
+    """Create an output folder (and its parents), or say in one line why it cannot be one."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _LOCATION_ERRORS:
+            raise unwritable(folder, exc) from None
+        raise
+    if not os.access(folder, os.W_OK):
+        raise MobilenetError(f"cannot write into {folder}: permission denied; choose another output folder")
+    return folder
+
+
+def unwritable(path: Path, exc: OSError) -> MobilenetError:
+    reason = "a file is in the way" if exc.errno in (errno.EEXIST, errno.ENOTDIR) else exc.strerror
+    return MobilenetError(f"cannot write {path}: {reason}; choose another output location")
+
+
+def _temporary_beside(target: Path) -> Path:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        if exc.errno in _LOCATION_ERRORS:
+            raise unwritable(target, exc) from None
+        raise
+    os.close(fd)
+    return Path(name)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def read_label_file(path: str | os.PathLike[str]) -> list[str]:
+    """Class names from a text file, one per line (blank lines ignored), or a one-line error saying what is wrong."""
+    file = Path(path)
+    expected = "a text file with one class name per line"
+    if file.is_dir():
+        raise MobilenetError(f"labels file {file} is a folder; pass {expected}")
+    if not file.is_file():
+        raise MobilenetError(f"labels file not found: {file}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MobilenetError(f"labels file {file} is not UTF-8 text; pass {expected}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise MobilenetError(f"labels file {file} is empty; pass {expected}")
+    return names

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mobilenet.cli.tables import format_table, millions
 from mobilenet.errors import MobilenetError
-from mobilenet.fileio import atomic_write_text
+from mobilenet.fileio import atomic_write_text, make_output_folder
 from mobilenet.profiling.bench import (
     MATMUL_SIZE,
     BenchResult,
@@ -79,6 +79,7 @@ def run_bench(args: argparse.Namespace) -> int:
     batches = parse_batches(args.batch)
     threads = _threads(args.threads)
     settings = BenchSettings(args.warmup, args.iterations, args.min_seconds)
+    make_output_folder(args.output)  # before measuring: a bad folder should not cost the whole benchmark
     if args.sweep:
         return _run_sweep(args, batches, threads, settings)
     if args.target is None:

@@ -1,13 +1,14 @@
 """The `mobilenet` command. Each subcommand lives in its own module; this file only wires them up.
 
-A user's mistake (a :class:`MobilenetError`, or a bad flag) prints one line and exits with status 2;
-anything else is a bug and keeps its traceback.
+A user's mistake (a :class:`MobilenetError`, a bad flag, or a path the system refuses) prints one line and
+exits with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from mobilenet.errors import MobilenetError
@@ -30,17 +31,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+    """Python echoes the source line that warned (often deep in a library); a user needs the message alone."""
+    return f"mobilenet: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    formatter, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
         return int(args.func(args) or 0)
     except MobilenetError as exc:
         print(f"mobilenet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # A path the system refused (permissions, a full disk, a file where a folder should be): the user's to fix.
+        print(f"mobilenet {args.command}: error: {exc.filename}: {exc.strerror}; check the path and its permissions",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mobilenet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatter  # main() also runs inside other programs (tests, notebooks)
 
 
 if __name__ == "__main__":

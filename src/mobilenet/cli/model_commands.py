@@ -6,6 +6,7 @@ import argparse
 import json
 
 from mobilenet.cli.tables import format_table, millions
+from mobilenet.errors import MobilenetError
 from mobilenet.models.registry import list_models
 from mobilenet.profiling.cost import CostReport, cost_of
 
@@ -38,7 +39,10 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    reports = [cost_of(name) for name in list_models(args.pattern)]
+    names = list_models(args.pattern)
+    if not names:
+        raise MobilenetError(f"no model matches {args.pattern!r}; `mobilenet models` lists them all")
+    reports = [cost_of(name) for name in names]
     if args.json:
         print(json.dumps([r.to_dict(per_layer=False) for r in reports], indent=2))
         return 0

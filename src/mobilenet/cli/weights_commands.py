@@ -29,7 +29,7 @@ def _import_keras(args: argparse.Namespace) -> MobileNet:
 
 def _import_state_dict(args: argparse.Namespace) -> MobileNet:
     from mobilenet.weights.format import read_metadata
-    from mobilenet.weights.tflite_import import _read_labels
+    from mobilenet.weights.tflite_import import labels_for_outputs
     from mobilenet.weights.torch_import import model_from_state_dict, read_state_dict
 
     if args.from_layout is None or args.arch is None:
@@ -47,7 +47,7 @@ def _import_state_dict(args: argparse.Namespace) -> MobileNet:
         state, args.from_layout, args.arch, width_mult=args.width_mult, source_name=args.source.name
     )
     if args.labels:
-        model.class_names = _read_labels(args.labels, model.config.num_classes, model.preprocessing.labels_offset)
+        model.class_names = labels_for_outputs(args.labels, model.config.num_classes, model.preprocessing.labels_offset)
     return model
 
 
@@ -144,6 +144,9 @@ def run_import(args: argparse.Namespace) -> int:
     if not args.source.is_file():
         raise MobilenetError(f"file not found: {args.source}")
     _check_options(args, importer)
+    if args.output.suffix.lower() != ".safetensors":
+        raise MobilenetError(f"-o {args.output}: import writes mobilenet weights, so name it *.safetensors "
+                             "(then `mobilenet export` makes ONNX, TFLite, TorchScript or pt2)")
     _check_signature(args.source)
     model = importer(args)
     written = model.save(str(args.output))

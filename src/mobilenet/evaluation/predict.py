@@ -61,13 +61,6 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return unique
 
 
-def read_labels(path: str | Path) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise MobilenetError(f"labels file not found: {file}")
-    return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def class_names_for(model: MobileNet, labels: list[str] | None, num_outputs: int) -> list[str]:
     names = labels if labels is not None else model.class_names
     if names is None:

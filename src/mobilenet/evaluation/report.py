@@ -64,6 +64,8 @@ def evaluate_folder(
     out_dir: str | Path | None = None,
     num_workers: int = 0,
 ) -> EvaluationReport:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise MobilenetError(f"batch size must be an integer >= 1, got {batch_size!r}")
     model = load(resolve_weights(checkpoint))
     data_dir = Path(data_dir)
     scan = scan_image_folder(data_dir)
@@ -72,6 +74,11 @@ def evaluate_folder(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_bad)
     result = evaluate_model(model, loader, len(scan.class_names))
     result.skipped += len(scan.skipped_files)
+    if result.num_samples == 0:
+        raise MobilenetError(
+            f"no image in {data_dir} could be read ({result.skipped} files skipped as unreadable or not images); "
+            "evaluate on a folder of JPEG/PNG images"
+        )
     report = EvaluationReport(result, scan.class_names)
     if out_dir is not None:
         out = Path(out_dir)

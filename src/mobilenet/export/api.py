@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from mobilenet.export.accuracy import Int8Accuracy, int8_accuracy
 from mobilenet.export.images import calibration_batch, generated_images
 from mobilenet.export.metadata import export_metadata, write_sidecar
 from mobilenet.export.runtimes import load_runner
-from mobilenet.export.verify import ParityCheck, check_parity
+from mobilenet.export.verify import ExportCheckError, ParityCheck, check_parity
 
 FORMATS = ("onnx", "tflite", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt", "pt2": ".pt2"}
@@ -86,21 +87,39 @@ def export_model(
         check_images, image_source = calibration_batch(check_source, pre, CHECK_IMAGES), "real images"
     else:
         check_images, image_source = generated_images(pre), "generated shape images (pass --val for your own)"
-    start = time.perf_counter()
-    _write(model, output, fmt, int8, calib)
-    seconds = time.perf_counter() - start
-    runner = load_runner(output, threads=None)
-    check = check_parity(model, runner, check_images, int8=int8, image_source=image_source)
-    # Without --val the calibration folder stands in: a biased report is better than none for an int8 file.
-    accuracy = None
-    if int8:
-        accuracy = int8_accuracy(model, runner, validation or calibration,
-                                 max_images=None if validation else calibration_images)
+    # The file is written and checked under a staging name: a failed check must not replace a good export.
+    staging = output.with_name(f".{output.stem}.unchecked{output.suffix}")
+    try:
+        start = time.perf_counter()
+        _write(model, staging, fmt, int8, calib)
+        seconds = time.perf_counter() - start
+        runner = load_runner(staging, threads=None)
+        check = check_parity(model, runner, check_images, int8=int8, image_source=image_source)
+        # Without --val the calibration folder stands in: a biased report is better than none for an int8 file.
+        accuracy = None
+        if int8:
+            accuracy = int8_accuracy(model, runner, validation or calibration,
+                                     max_images=None if validation else calibration_images)
+        os.replace(staging, output)
+    except MobilenetError as exc:
+        if isinstance(exc, ExportCheckError):
+            raise MobilenetError(f"{output.name}: {exc}; {_check_hint(int8, output)}") from None
+        raise
+    finally:
+        staging.unlink(missing_ok=True)
     facts = {"format": fmt, "int8": int8, "check": check.to_dict()}
     if accuracy is not None:
         facts["int8_accuracy"] = accuracy.to_dict()
     sidecar = write_sidecar(output, export_metadata(model, **facts))
     return ExportResult(output, fmt, int8, seconds, output.stat().st_size, check, accuracy, sidecar)
+
+
+def _check_hint(int8: bool, output: Path) -> str:
+    kept = f"the file was not written ({output.name} is unchanged)" if output.exists() else "no file was written"
+    if int8:
+        return (f"{kept}; calibrate on more images like the ones you will run on (--calibration-images), "
+                "fine-tune with `mobilenet finetune --qat`, or export fp32")
+    return f"{kept}; an fp32 mismatch is a bug in the exporter or the runtime, please report it"
 
 
 def _write(model: nn.Module, output: Path, fmt: str, int8: bool, calibration: np.ndarray | None) -> None:

@@ -46,7 +46,10 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The decoded sidecar of an exported file; a clear error if it is missing or not JSON."""
     target = sidecar_path(path)
     if not target.is_file():
-        raise MobilenetError(f"{target} not found: exports keep their labels and preprocessing there; re-export")
+        raise MobilenetError(
+            f"{target} not found: exports keep their labels and preprocessing there; re-export with mobilenet "
+            f"export, or for a file made elsewhere run mobilenet import {Path(path).name} and export that"
+        )
     try:
         return json.loads(target.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

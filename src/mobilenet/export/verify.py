@@ -42,6 +42,10 @@ def run_in_chunks(runner: Runner, batch: np.ndarray, chunk: int = 8) -> np.ndarr
     return np.concatenate([runner(batch[i : i + chunk]) for i in range(0, len(batch), chunk)])
 
 
+class ExportCheckError(MobilenetError):
+    """The exported file does not reproduce the PyTorch model within the targets."""
+
+
 def check_parity(
     model: nn.Module,
     runner: Runner,
@@ -82,7 +86,7 @@ def check_parity(
         image_source=image_source,
     )
     if not passed:
-        raise MobilenetError(f"export check failed for {runner.path.name} in {runner.runtime}: {describe(check)}")
+        raise ExportCheckError(f"export check failed in {runner.runtime}: {describe(check)}")
     return check
 
 

@@ -51,7 +51,7 @@ class BenchSettings:
     min_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.warmup < 1 or self.iterations < 1 or self.min_seconds < 0:
+        if self.warmup < 1 or self.iterations < 1 or not 0 <= self.min_seconds < float("inf"):
             raise MobilenetError(
                 f"need --warmup >= 1, --iterations >= 1 and --min-seconds >= 0 (got {self.warmup}, "
                 f"{self.iterations}, {self.min_seconds})"

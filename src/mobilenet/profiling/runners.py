@@ -129,8 +129,8 @@ def _load_model(target: str, resolution: int | None) -> MobileNet:
         if path.suffix.lower() != ".safetensors":
             raise MobilenetError(f"cannot benchmark {path}: pass a model name, a .safetensors checkpoint, a run "
                                  f"folder or an exported file ({', '.join(EXPORT_SUFFIXES)})")
-        return load(path, resolution=resolution) if resolution else load(path)
-    overrides = {"resolution": resolution} if resolution else {}
+        return load(path) if resolution is None else load(path, resolution=resolution)
+    overrides = {} if resolution is None else {"resolution": resolution}
     return MobileNet(config_from_name(target, **overrides)).eval()
 
 

@@ -25,6 +25,9 @@ from mobilenet.fileio import atomic_path
 from mobilenet.models.builder import MobileNet, ModelConfig
 
 FORMAT_VERSION = "1"
+# Files `mobilenet import` converts, and files `mobilenet export` writes: each gets its own advice.
+IMPORTABLE_SUFFIXES = (".tflite", ".keras", ".h5", ".pth", ".pt", ".bin")
+EXPORTED_SUFFIXES = (".onnx", ".pt2")
 _PREFIX = "mobilenet."
 
 
@@ -65,7 +68,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         with safe_open(str(file), framework="pt") as handle:
             raw = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise MobilenetError(f"{file} is not a safetensors file ({exc}); pass weights saved by mobilenet") from None
+        raise MobilenetError(_not_ours(file, exc)) from None
     if _PREFIX + "config" not in raw:
         raise MobilenetError(
             f"{file} is a safetensors file but not mobilenet weights (no model config in its metadata); "
@@ -112,3 +115,13 @@ def resolve_weights(path: str | Path) -> Path:
     if not path.exists():
         raise MobilenetError(f"checkpoint not found: {path}")
     return path
+
+
+def _not_ours(file: Path, exc: Exception) -> str:
+    suffix = file.suffix.lower()
+    if suffix in IMPORTABLE_SUFFIXES:
+        return (f"{file} is a {suffix} file, not mobilenet weights; convert it first: "
+                f"mobilenet import {file} -o {file.stem}.safetensors")
+    if suffix in EXPORTED_SUFFIXES:
+        return f"{file} is an exported model; pass the .safetensors weights it was exported from"
+    return f"{file} is not a safetensors file ({exc}); pass weights saved by mobilenet"

@@ -59,8 +59,8 @@ from mobilenet.weights.tflite_import import (
     _depthwise_count,
     _identify,
     _load_state,
-    _read_labels,
     _sha256,
+    labels_for_outputs,
 )
 
 LICENSE_NOTE = (
@@ -733,7 +733,7 @@ def import_keras(
         **recognised.options, **options,
     )
     _load_state(model, recognised.matcher.state, found.label)
-    model.class_names = _read_labels(labels, recognised.num_classes, prep.labels_offset) if labels else None
+    model.class_names = labels_for_outputs(labels, recognised.num_classes, prep.labels_offset) if labels else None
     sha = f" (sha256 {found.sha256})" if found.sha256 else " (in memory)"
     model.weights_info = {
         "source": f"{found.label}{sha}",

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from mobilenet.errors import MobilenetError
+from mobilenet.fileio import read_label_file
 from mobilenet.models.builder import MobileNet
 from mobilenet.models.layers import ConvBnAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite
 from mobilenet.models.preprocessing import INCEPTION_MEAN, INCEPTION_STD, Preprocessing
@@ -825,11 +826,9 @@ def _quantization_kind(graph: TfliteGraph) -> str:
     return "float16" if any(w.dtype == "FLOAT16" for w in stored) else "float32"
 
 
-def _read_labels(path: str | os.PathLike[str], num_classes: int, labels_offset: int) -> list[str]:
+def labels_for_outputs(path: str | os.PathLike[str], num_classes: int, labels_offset: int) -> list[str]:
     file = Path(path)
-    if not file.is_file():
-        raise MobilenetError(f"labels file not found: {file}")
-    names = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = read_label_file(file)
     if len(names) == num_classes - 1 and labels_offset == 1:
         names = ["background", *names]  # a 1000-line ImageNet list for a 1001-way TF-slim head
     if len(names) != num_classes:
@@ -860,7 +859,7 @@ def import_tflite(path: str | os.PathLike[str], labels: str | os.PathLike[str] |
         found.name, padding="tf_same", num_classes=found.num_classes, preprocessing=prep, **found.options
     )
     _load_state(model, found.matcher.state, graph.source)
-    model.class_names = _read_labels(labels, found.num_classes, prep.labels_offset) if labels else None
+    model.class_names = labels_for_outputs(labels, found.num_classes, prep.labels_offset) if labels else None
     model.weights_info = {
         "source": f"{file.name} (sha256 {_sha256(file)})",
         "license": LICENSE_NOTE,

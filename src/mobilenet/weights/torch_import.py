@@ -431,8 +431,17 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors and refused globals all differ
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MobilenetError(
-            f"{file.name} is not a loadable PyTorch state dict ({first[:200]}); pass a .pth/.pt/.safetensors file"
-        ) from None
+        raise MobilenetError(_unloadable(file, exc)) from None
     return _plain(loaded, file.name)
+
+
+def _unloadable(file: Path, exc: Exception) -> str:
+    """torch.load's weights-only refusal is a paragraph that suggests the unsafe load; say it in one line."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return (f"{file.name} pickles Python objects ({refused.group(1)}), which are not loaded because that "
+                "could run code; save the weights alone with torch.save(model.state_dict(), path)")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    first = detail.group(1) if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return f"{file.name} is not a PyTorch state dict ({first.strip()[:200]}): corrupt, or another format"

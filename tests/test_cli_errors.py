@@ -1,0 +1,124 @@
+"""Bad input on the command line: one line naming the problem and the fix, status 2, nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mobilenet
+from mobilenet.cli.main import main as cli
+from mobilenet.errors import MobilenetError
+from mobilenet.fileio import atomic_write_text
+from mobilenet.weights.torch_import import read_state_dict
+
+CLASSES = ["ant", "bee"]
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    model = mobilenet.create_model("mobilenet_v1_0.25_32", num_classes=len(CLASSES))
+    model.class_names = list(CLASSES)
+    return Path(model.save(str(tmp_path / "model.safetensors")))
+
+
+def image_folder(root: Path, good: int, corrupt: int) -> Path:
+    rng = np.random.default_rng(0)
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+        for i in range(good):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+        for i in range(corrupt):
+            (root / name / f"broken{i}.jpg").write_bytes(rng.bytes(300))
+    return root
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *fragments: str) -> str:
+    assert cli(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+def test_evaluate_rejects_a_zero_batch_and_a_folder_without_images(weights, tmp_path, capsys) -> None:
+    good = image_folder(tmp_path / "good", good=2, corrupt=0)
+    one_line_error(capsys, ["evaluate", str(weights), str(good), "--batch-size", "0"], "batch size must be")
+    broken = image_folder(tmp_path / "broken", good=0, corrupt=2)
+    with pytest.warns(UserWarning):
+        one_line_error(capsys, ["evaluate", str(weights), str(broken)], "no image in", "4 files skipped")
+
+
+def test_predict_fails_when_no_input_is_an_image(weights, tmp_path, capsys) -> None:
+    broken = image_folder(tmp_path / "broken", good=0, corrupt=1)
+    assert cli(["predict", str(weights), str(broken / "ant" / "broken0.jpg")]) == 2
+    captured = capsys.readouterr()
+    assert "skipped" in captured.out and "none of the 1 inputs could be read" in captured.err
+
+
+def test_predict_labels_must_be_a_text_file(weights, tmp_path, capsys) -> None:
+    photo = image_folder(tmp_path / "good", good=1, corrupt=0) / "ant" / "0.png"
+    binary = tmp_path / "labels.bin"
+    binary.write_bytes(bytes(range(128, 256)))
+    one_line_error(capsys, ["predict", str(weights), str(photo), "--labels", str(binary)], "is not UTF-8 text")
+    one_line_error(capsys, ["predict", str(weights), str(photo), "--labels", str(tmp_path)], "is a folder")
+
+
+def test_foreign_files_point_at_the_command_that_takes_them(tmp_path, capsys) -> None:
+    foreign = tmp_path / "model.tflite"
+    foreign.write_bytes(b"TFL3" + bytes(100))
+    photo = image_folder(tmp_path / "good", good=1, corrupt=0) / "ant" / "0.png"
+    one_line_error(capsys, ["predict", str(foreign), str(photo)], "not mobilenet weights", "mobilenet import")
+    one_line_error(capsys, ["import", str(foreign), "-o", str(tmp_path / "x.onnx")], "name it *.safetensors")
+    assert not (tmp_path / "x.onnx").exists()
+    one_line_error(capsys, ["models", "zzz*"], "no model matches 'zzz*'")
+
+
+def test_bench_checks_its_output_folder_before_measuring(tmp_path, capsys) -> None:
+    in_the_way = tmp_path / "results"
+    in_the_way.write_text("a file, not a folder")
+    one_line_error(capsys, ["bench", "mobilenet_v1_0.25_32", "-o", str(in_the_way)], "a file is in the way")
+    one_line_error(capsys, ["bench", "mobilenet_v1_0.25_128", "--resolution", "0"], "resolution must be")
+
+
+def test_atomic_writes_refuse_unusable_targets_and_keep_normal_permissions(tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MobilenetError, match="a file is in the way"):
+        atomic_write_text(tmp_path / "file" / "report.json", "{}")
+    with pytest.raises(MobilenetError, match="is a folder"):
+        atomic_write_text(tmp_path, "{}")
+    atomic_write_text(tmp_path / "report.json", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "report.json"]
+
+
+def test_state_dicts_that_need_code_or_are_corrupt_get_one_line(tmp_path) -> None:
+    pickled = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    with pytest.raises(MobilenetError, match=r"pickles Python objects \(torch\.nn\.modules\.linear\.Linear\)") as info:
+        read_state_dict(pickled)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(MobilenetError, match="is not a PyTorch state dict") as info:
+        read_state_dict(corrupt)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_warnings_print_as_one_line_without_library_source(weights, tmp_path) -> None:
+    data = image_folder(tmp_path / "mixed", good=2, corrupt=1)
+    result = subprocess.run([sys.executable, "-m", "mobilenet", "evaluate", str(weights), str(data)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("mobilenet: warning: skipping unreadable image") for line in lines)
