@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from safetensors.torch import load_file
 
 import mobilenet
 from mobilenet.cli.main import main as cli
+from mobilenet.data import CorruptImageWarning
+from mobilenet.errors import MobilenetError
 from mobilenet.training import ImageClassifier, Trainer, make_train_config
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -298,10 +301,13 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path: Path) -> None:
     (data / "class_0" / "truncated.png").write_bytes((data / "class_0" / "0.png").read_bytes()[:60])
     (data / "class_1" / "text.jpg").write_text("not an image")
     (data / "class_2" / "notes.txt").write_text("a stray file")
-    with pytest.warns(UserWarning):
+    with pytest.warns(CorruptImageWarning) as caught:
         result = Trainer(tiny_config(epochs=1), data, None, tmp_path / "run", quiet=True).fit()
+    named = " ".join(str(w.message) for w in caught if issubclass(w.category, CorruptImageWarning))
+    assert "truncated.png" in named and "text.jpg" in named
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert summary["skipped_files"] == result.skipped_files >= 2
+    # notes.txt at the scan, the two unreadable images while reading their epoch
+    assert summary["skipped_files"] == result.skipped_files == 3
 
 
 def test_finetune_freezes_backbone_in_stage_one(tmp_path: Path) -> None:
@@ -387,8 +393,195 @@ def test_image_classifier_api(tmp_path: Path) -> None:
     )
     assert classifier.class_names == ["class_0", "class_1", "class_2"]
     metrics = classifier.evaluate(data)
-    assert 0 <= metrics["top1"] <= 100 and metrics["num_samples"] == 36
+    assert metrics["num_samples"] == 36
+    # evaluate (best checkpoint, batched loader) and predict (in-memory model, one path per file) agree
+    files = sorted(data.glob("class_*/*.png"))
+    hits = sum(p.labels[0] == f.parent.name for p, f in zip(classifier.predict(files, backend="eager"), files))
+    assert metrics["top1"] == pytest.approx(100 * hits / 36)
     predictions = classifier.predict([data / "class_0" / "0.png"], topk=3)
     assert len(predictions) == 1 and sorted(predictions[0].labels) == classifier.class_names
     exported = classifier.export(tmp_path / "model.safetensors")
     assert mobilenet.load(exported).class_names == classifier.class_names
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", str(data), "--model", "mobilenet_v1_0.25_32", "--recipe", "finetune", "--epochs", "1",
+            "--batch-size", "8", "--precision", "fp32", "--out", str(out), "--quiet", *extra]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("epochs=abc", "--set epochs=abc: epochs must be an integer"),
+        ("train_scale=5", "--set train_scale=5: train_scale must be a list of 2 values"),
+        ("model=foo", "--set model=foo: model has its own option; use --model"),
+        ("recipe=paper-v1", "use --recipe"),
+        ("hflip=abc", "--set hflip=abc: hflip must be a number"),
+        ("momentum=[1,2]", "momentum must be a number"),
+        ("batch_size=1.5", "--set batch_size=1.5: batch_size must be an integer"),
+        ("deterministic=1", "deterministic must be true or false"),
+        ("lr=NaN", "lr must be a number"),
+        ("no_such_option=1", "'no_such_option' is not a training option; valid keys: description, epochs"),
+        ("hflip", "--set expects KEY=VALUE"),
+    ],
+)
+def test_set_overrides_are_checked_against_the_option_types(tmp_path: Path, capsys, override: str,
+                                                            message: str) -> None:
+    assert cli(_train_args(tmp_path, tmp_path / "run", "--set", override)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_values_and_python_options_are_converted_to_the_declared_types() -> None:
+    config = tiny_config(train_scale=[0.5, 1], warmup_epochs=1, clip_grad_norm=None)
+    assert config.train_scale == (0.5, 1.0) and isinstance(config.warmup_epochs, float)
+    from mobilenet.cli.train_commands import _FINETUNE_DEDICATED, _parse_set
+
+    assert _parse_set("train_scale=[0.5,1]", {}) == ("train_scale", (0.5, 1.0))
+    assert _parse_set("device=cuda:0", {}) == ("device", "cuda:0")
+    assert _parse_set("dropout=null", {}) == ("dropout", None)
+    assert _parse_set("sync-bn=true", {}) == ("sync_bn", True)
+    with pytest.raises(MobilenetError, match="use --freeze-epochs"):
+        _parse_set("freeze_backbone_epochs=2", _FINETUNE_DEDICATED)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"weight_decay": -0.1}, "weight_decay must be a number >= 0"),
+        ({"depthwise_weight_decay": -1}, "depthwise_weight_decay must be a number >= 0"),
+        ({"warmup_epochs": -1}, "warmup_epochs must be a number of epochs >= 0"),
+        ({"clip_grad_norm": -1.0}, "clip_grad_norm must be a number >= 0"),
+        ({"freeze_backbone_epochs": -1}, "freeze_backbone_epochs must be an integer >= 0"),
+        ({"freeze_backbone_epochs": 3}, "longer than the run (2 epochs)"),
+        ({"backbone_lr_scale": 0}, "backbone_lr_scale must be a number > 0"),
+        ({"backbone_lr_scale": -0.1}, "backbone_lr_scale must be a number > 0"),
+        ({"lr_decay_epochs": 0}, "lr_decay_epochs must be a number of epochs > 0"),
+        ({"log_interval": 0}, "log_interval must be an integer >= 1"),
+        ({"optimizer": "sgd", "momentum": 0.0}, "needs momentum > 0"),
+        ({"epochs": True}, "epochs must be an integer, got True"),
+        ({"lr": float("inf")}, "lr must be a number"),
+    ],
+)
+def test_train_config_rejects_out_of_range_values(options: dict, message: str) -> None:
+    with pytest.raises(MobilenetError, match=re.escape(message)):
+        tiny_config(**options)
+
+
+def test_train_config_validate_checks_types_of_a_hand_made_config() -> None:
+    from mobilenet.training import TrainConfig
+
+    with pytest.raises(MobilenetError, match="epochs must be an integer, got '3'"):
+        TrainConfig(epochs="3").validate()
+    with pytest.raises(MobilenetError, match="train_scale must be a list of 2 values"):
+        TrainConfig(train_scale=(0.5,)).validate()
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (("--weight-decay", "-1"), "weight_decay must be a number >= 0"),
+        (("--warmup-epochs", "-1"), "warmup_epochs must be a number of epochs >= 0"),
+        (("--clip-grad-norm", "-1"), "clip_grad_norm must be a number >= 0"),
+        (("finetune", "--freeze-epochs", "-1"), "--freeze-epochs must be an integer >= 0"),
+        (("finetune", "--backbone-lr-scale", "0"), "--backbone-lr-scale must be a number > 0"),
+        (("finetune", "--backbone-lr-scale", "-2"), "--backbone-lr-scale must be a number > 0"),
+    ],
+)
+def test_cli_rejects_negative_training_flags(tmp_path: Path, capsys, command: tuple[str, ...], message: str) -> None:
+    if command[0] == "finetune":
+        argv = ["finetune", str(tmp_path), "--from", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "run"),
+                *command[1:]]
+    else:
+        argv = _train_args(tmp_path, tmp_path / "run", *command)
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_resume_with_other_settings_or_classes_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    data = write_blobs(tmp_path / "data")
+    run = tmp_path / "run"
+    assert cli(_train_args(data, run)) == 0
+    strict = json.loads((run / "summary.json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert strict["best_val_top1"] >= 0
+    before = (run / "state.pt").read_bytes()
+    capsys.readouterr()
+
+    assert cli(_train_args(data, run, "--epochs", "2", "--resume", "--weight-decay", "0")) == 2
+    four = write_blobs(tmp_path / "four", classes=4)
+    assert cli(_train_args(four, run, "--epochs", "2", "--resume")) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2, errors
+    assert "different settings (weight_decay" in errors[0] and "--out" in errors[0]
+    assert "other classes" in errors[1] and "new: class_3" in errors[1] and "--out" in errors[1]
+    assert (run / "state.pt").read_bytes() == before  # refused, not half-resumed
+    assert cli(_train_args(data, run, "--epochs", "2", "--resume")) == 0  # the original settings still resume
+
+
+def test_restore_failures_become_one_line_errors(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(), tmp_path, None, tmp_path / "run", quiet=True)
+    model = mobilenet.create_model("mobilenet_v1_0.25_32", num_classes=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = {"model": {"classifier.bias": torch.zeros(7)}, "optimizer": optimizer.state_dict()}
+    with pytest.raises(MobilenetError, match="different model, classes or settings"):
+        trainer._restore(state, model, optimizer, None, None)
+
+
+def test_all_corrupt_images_fail_before_a_run_is_written(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        folder = tmp_path / "bad" / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            (folder / f"{i}.jpg").write_bytes(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    assert cli(_train_args(tmp_path / "bad", tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "no usable images" in err and "all 8 image files are unreadable" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_all_corrupt_validation_images_fail_too(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data")
+    val = tmp_path / "val"
+    for name in ("class_0", "class_1", "class_2"):
+        (val / name).mkdir(parents=True)
+        (val / name / "x.png").write_text("not an image")
+    with pytest.raises(MobilenetError, match="no usable images in .*val: all 3 image files"):
+        Trainer(tiny_config(epochs=1), data, val, tmp_path / "run", quiet=True).fit()
+
+
+def test_trainer_json_never_holds_nan() -> None:
+    from mobilenet.training.trainer import _json_safe
+
+    text = json.dumps(_json_safe({"a": float("nan"), "b": [1.5, float("inf")], "c": ("x", -float("inf"))}),
+                      allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": ["x", None]}
+
+
+def test_missing_validation_split_names_the_val_option(tmp_path: Path, capsys) -> None:
+    data = write_blobs(tmp_path / "data", per_class=1)
+    assert cli(_train_args(data, tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--val" in err and "validation set" in err, err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"), [(("--epochs", "0"), "epochs (--epochs) must be an integer >= 1"),
+                           (("--epochs", "-1"), "epochs (--epochs) must be an integer >= 1"),
+                           (("--seed", "-1"), "seed (--seed) must be an integer >= 0")],
+)
+def test_demo_checks_its_arguments_before_generating_data(tmp_path: Path, capsys, flags: tuple[str, ...],
+                                                          message: str) -> None:
+    out = tmp_path / "demo"
+    assert cli(["demo", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+    from mobilenet.demo import run_demo
+
+    with pytest.raises(MobilenetError):
+        run_demo(out, epochs=0, quiet=True)
+    assert not out.exists()

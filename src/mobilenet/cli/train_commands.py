@@ -87,13 +87,24 @@ def _add_training_flags(parser: argparse.ArgumentParser, default_recipe: str) ->
     parser.add_argument("--qat-lr", type=float, default=1e-3, help="QAT SGD learning rate, cosine to 0 (default 1e-3)")
     parser.add_argument("--qat-format", choices=("tflite", "onnx"), default="tflite", help="QAT output format")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any training option"
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a training option by name; values as JSON, e.g. hflip=0.0, train_scale=[0.5,1.0], dropout=null"
     )
     for name, kind, text in _TRAIN_FLAGS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+# Options that --set must not touch: a dedicated option sets them, and a --set would clash with it or be ignored.
+_TRAIN_DEDICATED = {"model": "--model", "recipe": "--recipe"}
+_FINETUNE_DEDICATED = {
+    "model": "--from (the weights decide the model)",
+    "recipe": "--recipe",
+    "freeze_backbone_epochs": "--freeze-epochs",
+    "backbone_lr_scale": "--backbone-lr-scale",
+}
+
+
+def _overrides(args: argparse.Namespace, dedicated: dict[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {name: getattr(args, name) for name, _, _ in _TRAIN_FLAGS}
     if args.deterministic:
         values["deterministic"] = True
@@ -102,23 +113,45 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_channels_last:
         values["channels_last"] = False
     for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise MobilenetError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            values[key.strip().replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key.strip().replace("-", "_")] = raw
+        key, value = _parse_set(item, dedicated)
+        values[key] = value
     if values.get("clip_grad_norm") == 0:
         values["clip_grad_norm"] = None
     return values
+
+
+def _parse_set(item: str, dedicated: dict[str, str]) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE``: a known, settable key and a value of that option's type."""
+    from mobilenet.training.config import FIELD_TYPES, coerce_option
+
+    raw_key, sep, raw = item.partition("=")
+    key = raw_key.strip().replace("-", "_")
+    if not sep or not key:
+        raise MobilenetError(f"--set expects KEY=VALUE, e.g. --set hflip=0.0; got {item!r}")
+    if key in dedicated:
+        raise MobilenetError(f"--set {item}: {key} has its own option; use {dedicated[key]} instead")
+    if key not in FIELD_TYPES:
+        valid = ", ".join(name for name in FIELD_TYPES if name not in dedicated)
+        raise MobilenetError(f"--set {item}: {key!r} is not a training option; valid keys: {valid}")
+    # Text options take the text as typed (device=cuda:0, description=123); others are JSON (0.5, [0.5,1.0],
+    # true, null), and anything that is not JSON stays text for the type check to reject by name.
+    value: Any = raw
+    if FIELD_TYPES[key] is not str:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            pass
+    try:
+        return key, coerce_option(key, value)
+    except MobilenetError as exc:
+        raise MobilenetError(f"--set {item}: {exc}") from None
 
 
 def run_train(args: argparse.Namespace) -> int:
     from mobilenet.training import Trainer, make_train_config
 
     _check_qat_available(args)
-    overrides = _overrides(args)
+    overrides = _overrides(args, _TRAIN_DEDICATED)
     if args.model is None:
         raise MobilenetError("--model is required, e.g. --model mobilenet_v3_small_1.0_224 (see `mobilenet models`)")
     config = make_train_config(args.recipe, model=args.model, **overrides)
@@ -136,9 +169,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     from mobilenet.weights.format import read_metadata, resolve_weights
 
     _check_qat_available(args)
+    _check_finetune_flags(args)
+    overrides = _overrides(args, _FINETUNE_DEDICATED)
     init = resolve_weights(args.init)
     meta = read_metadata(init)
-    overrides = _overrides(args)
     epochs = overrides.get("epochs") or 10
     overrides["freeze_backbone_epochs"] = (
         args.freeze_epochs if args.freeze_epochs is not None else max(1, epochs // 3)
@@ -150,6 +184,16 @@ def run_finetune(args: argparse.Namespace) -> int:
     result = Trainer(config, args.data, args.val, out, init_weights=init, resume=args.resume, quiet=args.quiet).fit()
     _maybe_qat(args, result.weights, config)
     return 0
+
+
+def _check_finetune_flags(args: argparse.Namespace) -> None:
+    if args.freeze_epochs is not None and args.freeze_epochs < 0:
+        raise MobilenetError(f"--freeze-epochs must be an integer >= 0 (0: no frozen stage), got {args.freeze_epochs}")
+    if args.backbone_lr_scale is not None and not args.backbone_lr_scale > 0:
+        raise MobilenetError(
+            f"--backbone-lr-scale must be a number > 0 (the backbone's share of the learning rate), "
+            f"got {args.backbone_lr_scale}"
+        )
 
 
 def _check_qat_available(args: argparse.Namespace) -> None:
@@ -214,25 +258,32 @@ def format_evaluation(report: Any) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mobilenet.evaluation.predict import expand_inputs, predict, read_labels
+    from mobilenet.evaluation.predict import expand_inputs, predict
+    from mobilenet.fileio import read_label_file
     from mobilenet.weights.format import load, resolve_weights
 
     if args.topk < 1:
         raise MobilenetError(f"--topk must be >= 1, got {args.topk}")
     model = load(resolve_weights(args.checkpoint))
-    labels = read_labels(args.labels) if args.labels else None
+    labels = read_label_file(args.labels) if args.labels else None
     results = predict(model, expand_inputs(args.paths), topk=args.topk, labels=labels, backend=args.backend,
                       precision=args.precision)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
-        return 0
+    else:
+        print_predictions(results)
+    if all(result.error for result in results):
+        raise MobilenetError(f"none of the {len(results)} inputs could be read as an image; pass JPEG/PNG files")
+    return 0
+
+
+def print_predictions(results: list[Any]) -> None:
     for result in results:
         if result.error:
             print(f"{result.path}: skipped ({result.error})")
             continue
         ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in zip(result.labels, result.probabilities))
         print(f"{result.path}: {ranked}")
-    return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

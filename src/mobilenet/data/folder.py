@@ -219,7 +219,8 @@ def build_dataloaders(
         train_samples, val_samples = stratified_split(train_scan.samples, val_fraction, seed)
         if not val_samples:
             raise MobilenetError(
-                f"too few images in {train_dir} to hold out a validation set; add images or pass val_dir"
+                f"too few images in {train_dir} to hold out a validation set (a class needs 2 images or more); "
+                "add images or give a validation folder (--val on the command line, val_dir in Python)"
             )
     else:
         val_scan = scan_image_folder(val_dir)

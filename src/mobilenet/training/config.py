@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from mobilenet.errors import MobilenetError
 
@@ -67,33 +69,158 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise MobilenetError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = dict(values)
-        if "train_scale" in values:
-            values["train_scale"] = tuple(values["train_scale"])
-        config = cls(**values)
+        # Checked before construction: a wrong type would otherwise surface as a TypeError deep inside.
+        config = cls(**{name: coerce_option(name, value) for name, value in values.items()})
         config.validate()
         return config
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise MobilenetError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise MobilenetError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise MobilenetError(f"learning rate must be > 0, got {self.lr}")
+        """Check every value's type and range; ints become floats and lists tuples where the field says so."""
+        for name in FIELD_TYPES:
+            setattr(self, name, coerce_option(name, getattr(self, name)))
+        for name, test, requirement in _LIMITS:
+            value = getattr(self, name)
+            if value is not None and not test(value):
+                raise MobilenetError(f"{name} must be {requirement}, got {value!r}")
+        self._check_choices()
+        self._check_combinations()
+
+    def _check_choices(self) -> None:
         if self.optimizer not in ("adamw", "rmsprop", "sgd"):
             raise MobilenetError(f"unknown optimizer {self.optimizer!r}; use adamw, rmsprop or sgd")
         if self.schedule not in ("cosine", "step", "exponential", "constant"):
             raise MobilenetError(f"unknown schedule {self.schedule!r}; use cosine, step, exponential or constant")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise MobilenetError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise MobilenetError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise MobilenetError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def _check_combinations(self) -> None:
         low, high = self.train_scale
         if not 0.0 < low <= high <= 1.0:
-            raise MobilenetError(f"train_scale must satisfy 0 < low <= high <= 1, got {self.train_scale}")
+            raise MobilenetError(f"train_scale must satisfy 0 < low <= high <= 1, got {list(self.train_scale)}")
+        if self.optimizer == "sgd" and self.momentum == 0:
+            raise MobilenetError("the sgd optimizer uses Nesterov momentum, which needs momentum > 0; "
+                                 "set momentum (e.g. 0.9) or use another optimizer")
+        if self.freeze_backbone_epochs > self.epochs:
+            raise MobilenetError(
+                f"the frozen-backbone stage (freeze_backbone_epochs, --freeze-epochs: {self.freeze_backbone_epochs}) "
+                f"is longer than the run ({self.epochs} epochs); use at most {self.epochs} (equal trains only the head)"
+            )
+
+
+FIELD_TYPES: dict[str, Any] = get_type_hints(TrainConfig)
+
+
+def _at_least(bound: float) -> Callable[[float], bool]:
+    return lambda value: value >= bound
+
+
+def _above(bound: float) -> Callable[[float], bool]:
+    return lambda value: value > bound
+
+
+def _within(low: float, high: float, high_included: bool = False) -> Callable[[float], bool]:
+    if high_included:
+        return lambda value: low <= value <= high
+    return lambda value: low <= value < high
+
+
+# (field, test, requirement): each message reads "<field> must be <requirement>, got <value>". None values of
+# optional fields mean "the default" and are not range-checked.
+_LIMITS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("epochs", _at_least(1), "an integer >= 1"),
+    ("batch_size", _at_least(1), "an integer >= 1"),
+    ("lr", _above(0), "a number > 0"),
+    ("momentum", _within(0, 1), "in [0, 1)"),
+    ("rmsprop_decay", _within(0, 1), "in [0, 1)"),
+    ("rmsprop_eps", _above(0), "a number > 0"),
+    ("weight_decay", _at_least(0), "a number >= 0 (0 disables it)"),
+    ("depthwise_weight_decay", _at_least(0), "a number >= 0, or null to use weight_decay"),
+    ("lr_decay", lambda value: 0 < value <= 1, "in (0, 1] (the factor the learning rate is multiplied by)"),
+    ("lr_decay_epochs", _above(0), "a number of epochs > 0"),
+    ("warmup_epochs", _at_least(0), "a number of epochs >= 0 (0: no warm-up)"),
+    ("min_lr_ratio", _within(0, 1, high_included=True), "in [0, 1]"),
+    ("label_smoothing", _within(0, 1), "in [0, 1)"),
+    ("ema_decay", _within(0, 1), "in [0, 1) (0 disables the EMA)"),
+    ("dropout", _within(0, 1), "in [0, 1), or null for the model's default"),
+    ("bn_momentum", lambda value: 0 < value <= 1, "in (0, 1], or null for the model's default"),
+    ("hflip", _within(0, 1, high_included=True), "a probability in [0, 1]"),
+    ("clip_grad_norm", _at_least(0), "a number >= 0 (0 or null disables clipping)"),
+    ("seed", _at_least(0), "an integer >= 0"),
+    ("val_fraction", lambda value: 0 < value < 1, "in (0, 1)"),
+    ("num_workers", _at_least(0), "an integer >= 0 (0 loads data in the main process)"),
+    ("freeze_backbone_epochs", _at_least(0), "an integer >= 0 (0: no frozen stage)"),
+    ("backbone_lr_scale", _above(0), "a number > 0 (the backbone's share of the learning rate)"),
+    ("log_interval", _at_least(1), "an integer >= 1"),
+)
+
+
+class _WrongType(Exception):
+    pass
+
+
+def coerce_option(name: str, value: Any) -> Any:
+    """``value`` as training option ``name``'s declared type (an int is a valid float, a list a valid tuple).
+
+    Raises a :class:`MobilenetError` naming the expected type, e.g. "epochs must be an integer, got 'abc'".
+    """
+    if name not in FIELD_TYPES:
+        raise MobilenetError(f"unknown training option {name!r}; known: {', '.join(FIELD_TYPES)}")
+    hint = FIELD_TYPES[name]
+    try:
+        return _coerce(hint, value)
+    except _WrongType:
+        raise MobilenetError(f"{name} must be {describe_type(hint)}, got {value!r}") from None
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    args = get_args(hint)
+    if type(None) in args:
+        inner = [arg for arg in args if arg is not type(None)]
+        return None if value is None else _coerce(inner[0], value)
+    origin = get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _WrongType
+        return tuple(_coerce(arg, item) for arg, item in zip(args, value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _WrongType
+        return dict(value)
+    return _coerce_scalar(hint, value)
+
+
+def _coerce_scalar(hint: Any, value: Any) -> Any:
+    # bool is a subclass of int: True must not pass as an epoch count, nor 1 as a switch.
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    raise _WrongType
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def describe_type(hint: Any) -> str:
+    """The declared type in words, for messages: "an integer", "a number or null", ..."""
+    args = get_args(hint)
+    if type(None) in args:
+        inner = [arg for arg in args if arg is not type(None)]
+        return f"{describe_type(inner[0])} or null"
+    if get_origin(hint) is tuple:
+        return f"a list of {len(args)} values, each {describe_type(args[0])}"
+    if get_origin(hint) is dict or hint is dict:
+        return "a table of key/value pairs"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return words.get(hint, str(hint))
 
 
 def available_recipes() -> list[str]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mobilenet.data import DataBundle, build_dataloaders
+from mobilenet.data import DataBundle, ImageDecodeError, build_dataloaders, load_rgb
 from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.metrics import EvalResult, autocast_context, evaluate_model
 from mobilenet.fileio import atomic_write_text
@@ -38,6 +38,11 @@ from mobilenet.weights.format import load as load_weights
 from mobilenet.weights.format import read_metadata, save_weights
 
 HEAD_PARTS = ("pre_logits", "classifier")
+# Saved in the optimizer's state, which a resume restores over the values given now: a change would be ignored
+# silently (weight decay, momentum) or fail to load (the optimizer, a decay that merges parameter groups).
+RESUME_FIXED_SETTINGS = (
+    "optimizer", "weight_decay", "depthwise_weight_decay", "momentum", "rmsprop_decay", "rmsprop_eps",
+)
 
 
 @dataclass
@@ -160,6 +165,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model_config = self._model_config()
         data = self._data(model_config, world)
+        self._require_usable_data(data)
         model = self._build_model(model_config, data.class_names).to(device)
         precision = resolve_precision(cfg.precision, device, cost_of_model(model).mult_adds)
         if cfg.channels_last:
@@ -182,12 +188,8 @@ class Trainer:
         schedule = lr_multiplier(cfg, steps_per_epoch)
         state = self._initial_state()
         if state["epoch"] > 0:
-            raw_model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if ema is not None and state.get("ema"):
-                ema.load_state_dict(state["ema"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
+            self._check_resumable(state, data.class_names)
+            self._restore(state, raw_model, optimizer, ema, scaler)
             self._say(world, f"resuming {self.run_dir} after epoch {state['epoch']}")
         if world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +243,60 @@ class Trainer:
                 f"not {self.config.model}"
             )
         return state
+
+    def _require_usable_data(self, data: DataBundle) -> None:
+        train, val = data.train_loader.dataset.samples, data.val_loader.dataset.samples
+        if self.val_dir is not None:
+            _require_usable_images(train, str(self.train_dir))
+            _require_usable_images(val, str(self.val_dir))
+            return
+        # The whole folder first, so the message counts the files the user sees in it.
+        _require_usable_images(train + val, str(self.train_dir))
+        _require_usable_images(train, f"the training split of {self.train_dir}")
+        _require_usable_images(val, f"the validation split of {self.train_dir}")
+
+    def _check_resumable(self, state: dict[str, Any], class_names: list[str]) -> None:
+        """Refuse to resume under other classes or optimizer settings: the saved state fixes both."""
+        saved_classes = list(state.get("class_names") or class_names)
+        if saved_classes != list(class_names):
+            difference = _class_difference(saved_classes, class_names)
+            raise MobilenetError(
+                f"cannot resume {self.run_dir}: it was made with other classes ({difference}); "
+                "use a new --out for this data, or resume with the original data"
+            )
+        saved = state.get("train_config", {})
+        changed = [
+            f"{name} {saved[name]!r} -> {getattr(self.config, name)!r}"
+            for name in RESUME_FIXED_SETTINGS
+            if name in saved and saved[name] != getattr(self.config, name)
+        ]
+        if changed:
+            raise MobilenetError(
+                f"cannot resume {self.run_dir}: it was made with different settings ({', '.join(changed)}); "
+                "resume with the original settings or use a new --out"
+            )
+
+    def _restore(
+        self,
+        state: dict[str, Any],
+        model: MobileNet,
+        optimizer: torch.optim.Optimizer,
+        ema: ModelEma | None,
+        scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        # _check_resumable catches the usual causes; anything else that no longer fits is the same mistake.
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if ema is not None and state.get("ema"):
+                ema.load_state_dict(state["ema"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise MobilenetError(
+                f"cannot resume {self.run_dir}: it was made with a different model, classes or settings "
+                f"({type(exc).__name__} loading its state); resume with the original settings or use a new --out"
+            ) from None
 
     def _seed_epoch(self, epoch: int, world: World, data: DataBundle) -> None:
         torch.manual_seed(self.config.seed * 1_000_003 + epoch * 1_009 + world.rank)
@@ -408,7 +464,7 @@ class Trainer:
             save_weights(
                 export_model, self.run_dir / checkpoint.BEST_WEIGHTS, class_names=data.class_names, extra=extra
             )
-        checkpoint.write_history(self.run_dir, history)
+        checkpoint.write_history(self.run_dir, _json_safe(history))
 
     def _finish(
         self, world: World, history: list[dict[str, Any]], best_top1: float, data: DataBundle, started: float
@@ -431,7 +487,7 @@ class Trainer:
 
             plot_history(history, self.run_dir / "curves.png")
             summary = {
-                "best_val_top1": best_top1,
+                "best_val_top1": best_top1 if best_top1 >= 0 else None,
                 "final_val_top1": result.final_top1,
                 "final_val_top5": result.final_top5,
                 "epochs": len(history),
@@ -441,7 +497,7 @@ class Trainer:
                 "skipped_files": skipped,
                 "seconds": round(result.seconds, 1),
             }
-            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(_json_safe(summary), indent=2))
             self._say(world, f"best val top-1 {best_top1:.2f}%; skipped files: {skipped}; run folder: {self.run_dir}")
         return result
 
@@ -483,6 +539,47 @@ class Trainer:
         for key, value in row.items():
             if key != "epoch":
                 writer.add_scalar(key, value, row["epoch"])
+
+
+def _require_usable_images(samples: list[tuple[Path, int]], source: str) -> None:
+    """Fail before training when no file decodes: the run would otherwise "finish" with NaN metrics.
+
+    Stops at the first readable image, so a healthy dataset costs one decode."""
+    for path, _ in samples:
+        try:
+            load_rgb(path)
+            return
+        except ImageDecodeError:
+            continue
+    first = f" (first: {samples[0][0]})" if samples else ""
+    raise MobilenetError(
+        f"no usable images in {source}: all {len(samples)} image files are unreadable and would be skipped{first}; "
+        "replace or delete the corrupt files"
+    )
+
+
+def _class_difference(saved: list[str], current: list[str]) -> str:
+    missing = sorted(set(saved) - set(current))
+    extra = sorted(set(current) - set(saved))
+    if not missing and not extra:
+        return "same names in a different order"
+    return f"{len(saved)} saved, {len(current)} now; missing now: {_few(missing)}, new: {_few(extra)}"
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit]) or "none"
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no NaN, and strict parsers reject the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _plain_copy(model: nn.Module, template: MobileNet) -> MobileNet:
