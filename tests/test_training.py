@@ -585,3 +585,25 @@ def test_demo_checks_its_arguments_before_generating_data(tmp_path: Path, capsys
     with pytest.raises(MobilenetError):
         run_demo(out, epochs=0, quiet=True)
     assert not out.exists()
+
+
+def test_finetune_freezes_a_third_of_the_recipes_epochs_by_default(tmp_path: Path, monkeypatch) -> None:
+    import mobilenet.training as training
+
+    weights = tmp_path / "init.safetensors"
+    mobilenet.create_model("mobilenet_v1_0.25_32", num_classes=3).save(str(weights))
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(config, *args, **kwargs):  # the config is the point; training itself is tested elsewhere
+        seen.append(config)
+        raise Stop
+
+    monkeypatch.setattr(training, "Trainer", capture)
+    data = write_blobs(tmp_path / "data")
+    for flags, epochs, frozen in (((), 30, 10), (("--epochs", "6"), 6, 2), (("--freeze-epochs", "4"), 30, 4)):
+        with pytest.raises(Stop):
+            cli(["finetune", str(data), "--from", str(weights), *flags])
+        assert (seen[-1].epochs, seen[-1].freeze_backbone_epochs) == (epochs, frozen), flags

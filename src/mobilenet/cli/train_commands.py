@@ -40,7 +40,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     finetune = subparsers.add_parser("finetune", help="transfer learning from weights to a new image folder")
     finetune.add_argument("data", help="training image folder")
     finetune.add_argument("--from", dest="init", required=True, help="weights file (ours or imported) or run folder")
-    finetune.add_argument("--freeze-epochs", type=int, default=None, help="stage 1 length (head only)")
+    finetune.add_argument("--freeze-epochs", type=int, default=None,
+                          help="stage 1 length in epochs, head only (default: a third of the run)")
     finetune.add_argument("--backbone-lr-scale", type=float, default=None, help="stage 2 backbone lr factor")
     _add_training_flags(finetune, default_recipe="finetune")
     finetune.set_defaults(func=run_finetune)
@@ -173,13 +174,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     overrides = _overrides(args, _FINETUNE_DEDICATED)
     init = resolve_weights(args.init)
     meta = read_metadata(init)
-    epochs = overrides.get("epochs") or 10
-    overrides["freeze_backbone_epochs"] = (
-        args.freeze_epochs if args.freeze_epochs is not None else max(1, epochs // 3)
-    )
     if args.backbone_lr_scale is not None:
         overrides["backbone_lr_scale"] = args.backbone_lr_scale
     config = make_train_config(args.recipe, model=_name_of(meta["config"]), **overrides)
+    # The head alone first: a third of the run unless told, counted from the run's epochs (flag or recipe).
+    freeze = args.freeze_epochs if args.freeze_epochs is not None else max(1, config.epochs // 3)
+    config = make_train_config(args.recipe, model=config.model, **{**overrides, "freeze_backbone_epochs": freeze})
     out = Path(args.out or f"runs/finetune-{config.model}")
     result = Trainer(config, args.data, args.val, out, init_weights=init, resume=args.resume, quiet=args.quiet).fit()
     _maybe_qat(args, result.weights, config)
