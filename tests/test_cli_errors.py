@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -122,3 +123,71 @@ def test_warnings_print_as_one_line_without_library_source(weights, tmp_path) ->
     assert result.returncode == 0, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("mobilenet: warning: skipping unreadable image") for line in lines)
+
+
+def test_export_refuses_folders_and_nan_weights_before_converting(weights, tmp_path, capsys) -> None:
+    (tmp_path / "dir.onnx").mkdir()
+    one_line_error(capsys, ["export", str(weights), "--format", "onnx", "-o", str(tmp_path / "dir.onnx")],
+                   "dir.onnx: it is a folder")
+    (tmp_path / "m.onnx.json").mkdir()
+    one_line_error(capsys, ["export", str(weights), "--format", "onnx", "-o", str(tmp_path / "m.onnx")],
+                   "m.onnx.json: it is a folder")
+    assert not (tmp_path / "m.onnx").exists()
+    broken = mobilenet.load(weights)
+    with torch.no_grad():
+        broken.classifier.weight[0, 0] = float("nan")
+    nan_weights = Path(broken.save(str(tmp_path / "nan.safetensors")))
+    one_line_error(capsys, ["export", str(nan_weights), "--format", "torchscript"], "NaN or infinite values",
+                   "classifier.weight")
+
+
+def test_predict_json_stays_strict_json_when_weights_are_nan(weights, tmp_path, capsys) -> None:
+    import json
+
+    broken = mobilenet.load(weights)
+    with torch.no_grad():
+        broken.classifier.bias.fill_(float("nan"))
+    path = broken.save(str(tmp_path / "nan.safetensors"))
+    photo = image_folder(tmp_path / "good", good=1, corrupt=0) / "ant" / "0.png"
+    assert cli(["predict", str(path), str(photo), "--json"]) == 0
+    text = capsys.readouterr().out
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON output"))
+
+
+def test_damaged_weights_metadata_is_named(weights, tmp_path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(weights), "pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(str(weights))
+    cases = [
+        ({"mobilenet.config": "{not json"}, state, "mobilenet.config is damaged"),
+        ({"mobilenet.config": "{}"}, state, "model config is damaged"),
+        ({"mobilenet.class_names": "5"}, state, "mobilenet.class_names is damaged"),
+        ({}, {k: v for k, v in state.items() if k != "classifier.weight"}, 'Missing key(s) in state_dict: "classifier'),
+    ]
+    for i, (changes, tensors, message) in enumerate(cases):
+        path = tmp_path / f"damaged{i}.safetensors"
+        save_file(tensors, str(path), metadata={**metadata, **changes})
+        with pytest.raises(MobilenetError, match=re.escape(message)):
+            mobilenet.load(path)
+
+
+def test_impossible_widths_are_one_line_errors() -> None:
+    from mobilenet.weights.torch_import import torchvision_arch
+
+    with pytest.raises(MobilenetError, match="too wide: at most 32"):
+        mobilenet.create_model("mobilenet_v1_0.25_128", width_multiplier=1e9)
+    for width in (-1.0, float("nan")):
+        with pytest.raises(MobilenetError, match="--width-mult must be a number > 0"):
+            torchvision_arch("mobilenet_v2", width)
+
+
+def test_a_closed_pipe_ends_the_listing_quietly() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "mobilenet", "models"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # like `mobilenet models | head -0`, closed long before the first line is written
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == b""

@@ -200,13 +200,16 @@ def test_failed_check_keeps_the_previous_export(tmp_path: Path, monkeypatch) -> 
 
 @needs_litert
 @pytest.mark.parametrize("name", FAMILY)
-def test_tflite_fp32_and_int8_round_trips(name: str, tmp_path: Path) -> None:
+def test_tflite_fp32_and_int8_round_trips(name: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from mobilenet.export.tflite_export import export_tflite
     from mobilenet.weights.tflite_import import read_tflite
 
     model = trained_like(name)
+    capfd.readouterr()
     fp32 = export_model(model, tmp_path / "m.tflite", "tflite")
     assert fp32.check.max_abs_error_random <= 1e-4
+    native = capfd.readouterr()
+    assert "XNNPACK" not in native.err + native.out  # the converter's and runtime's banners are held back
     int8 = export_tflite(model, tmp_path / "m_int8.tflite", int8=True, calibration=gaussian_images(model, 16))
     held_out = gaussian_images(model, 8, seed=5)
     got = load_runner(int8)(held_out)

@@ -171,6 +171,8 @@ def test_h5_whole_model_and_weights_only_files(tmp_path) -> None:
         legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
     from_model = import_keras(whole)
     from_weights = import_keras(weights_only, resolution=96)
+    with pytest.raises(MobilenetError, match="--resolution must be an integer >= 32"):
+        import_keras(weights_only, resolution=0)
     assert from_model.weights_info["extra"]["model"] == CASES[case][3]
     assert from_weights.weights_info["extra"]["format"] == "keras h5 weights"
     weights = from_weights.state_dict()

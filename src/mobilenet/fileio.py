@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mobilenet.errors import MobilenetError
 
@@ -61,13 +64,12 @@ def unwritable(path: Path, exc: OSError) -> MobilenetError:
 
 
 def _temporary_beside(target: Path) -> Path:
+    """An empty file beside ``target``, with its suffix: some writers (torch.export) check the extension."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        if exc.errno in _LOCATION_ERRORS:
-            raise unwritable(target, exc) from None
-        raise
+        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as exc:  # nothing was written yet: whatever the cause, it is the location
+        raise unwritable(target, exc) from None
     os.close(fd)
     return Path(name)
 
@@ -94,3 +96,19 @@ def read_label_file(path: str | os.PathLike[str]) -> list[str]:
     if not names:
         raise MobilenetError(f"labels file {file} is empty; pass {expected}")
     return names
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no NaN, and strict parsers reject the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def dump_json(value: Any) -> str:
+    """Indented, strict JSON (non-finite numbers as null) for reports, on screen or on disk."""
+    return json.dumps(json_safe(value), indent=2, allow_nan=False)

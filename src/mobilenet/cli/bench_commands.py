@@ -4,14 +4,13 @@ or of a paper's whole width x resolution grid (``--sweep``). Writes JSON and a c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from mobilenet.cli.tables import format_table, millions
 from mobilenet.errors import MobilenetError
-from mobilenet.fileio import atomic_write_text, make_output_folder
+from mobilenet.fileio import atomic_write_text, dump_json, make_output_folder
 from mobilenet.profiling.bench import (
     MATMUL_SIZE,
     BenchResult,
@@ -93,9 +92,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
     files = {"json": args.output / f"{stem}.json", "plot": plot_batches(results, args.output / f"{stem}.png")}
     document = _document("bench", results, threads, files)
-    atomic_write_text(files["json"], json.dumps(document, indent=2) + "\n")
+    atomic_write_text(files["json"], dump_json(document) + "\n")
     if args.json:
-        print(json.dumps(document, indent=2))
+        print(dump_json(document))
         return 0
     print(_header(results, threads))
     print()
@@ -204,9 +203,9 @@ def _run_sweep(args: argparse.Namespace, batches: list[int], threads: int, setti
     extra = {name: {"top1": t.percent, "top1_source": t.source} if t else {"top1": None, "top1_source": None}
              for name, t in top1.items()}
     document = _document("sweep", results, threads, files, extra)
-    atomic_write_text(files["json"], json.dumps(document, indent=2) + "\n")
+    atomic_write_text(files["json"], dump_json(document) + "\n")
     if args.json:
-        print(json.dumps(document, indent=2))
+        print(dump_json(document))
         return 0
     print(_reference_line(results[0], threads))
     print(f"memory: {results[0].memory_method}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from mobilenet.errors import MobilenetError
+from mobilenet.fileio import dump_json
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def run_export(args: argparse.Namespace) -> int:
         validation=args.val,
     )
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(dump_json(result.to_dict()))
         return 0
     kind = "int8" if result.int8 else "fp32"
     print(f"wrote {result.path} ({args.format} {kind}, {result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)")

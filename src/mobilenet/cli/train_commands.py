@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilenet.errors import MobilenetError
+from mobilenet.fileio import dump_json
 
 # Flags that map one-to-one onto TrainConfig fields; None means "keep the recipe's value".
 _TRAIN_FLAGS: list[tuple[str, type, str]] = [
@@ -232,7 +233,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_folder(args.checkpoint, args.data, batch_size=args.batch_size, out_dir=args.out)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(dump_json(report.to_dict()))
         return 0
     print(format_evaluation(report))
     return 0
@@ -269,7 +270,7 @@ def run_predict(args: argparse.Namespace) -> int:
     results = predict(model, expand_inputs(args.paths), topk=args.topk, labels=labels, backend=args.backend,
                       precision=args.precision)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(dump_json([r.to_dict() for r in results]))
     else:
         print_predictions(results)
     if all(result.error for result in results):

@@ -9,6 +9,7 @@ from pathlib import Path
 from mobilenet.errors import MobilenetError
 from mobilenet.models.builder import MobileNet
 from mobilenet.models.registry import model_name
+from mobilenet.weights.format import non_finite_tensors
 
 _STATE_DICT_EXTENSIONS = (".pth", ".pt", ".bin", ".safetensors")
 
@@ -94,7 +95,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--width-mult", type=float, default=1.0, metavar="W", help="torchvision's width_mult (default 1.0)"
     )
     parser.add_argument(
-        "--resolution", type=int, metavar="PX", help="input size for a weights-only Keras .h5 (default 224)"
+        "--resolution", type=int, metavar="PX",
+        help="Keras input size (weights-only .h5: default 224; a saved model: overrides its own)",
     )
     parser.set_defaults(func=run_import)
 
@@ -149,6 +151,10 @@ def run_import(args: argparse.Namespace) -> int:
                              "(then `mobilenet export` makes ONNX, TFLite, TorchScript or pt2)")
     _check_signature(args.source)
     model = importer(args)
+    damaged = non_finite_tensors(model)
+    if damaged:
+        raise MobilenetError(f"{args.source.name} holds NaN or infinite values in {len(damaged)} tensors "
+                             f"(first: {damaged[0]}); the source weights are damaged, nothing was written")
     written = model.save(str(args.output))
     config, prep = model.config, model.preprocessing
     extra = model.weights_info.get("extra", {})

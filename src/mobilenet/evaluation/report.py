@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from torch.utils.data import DataLoader
 from mobilenet.data import ImageFolderDataset, collate_skip_bad, eval_transform, scan_image_folder
 from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.metrics import EvalResult, evaluate_model
-from mobilenet.fileio import atomic_path, atomic_write_text
+from mobilenet.fileio import atomic_path, atomic_write_text, dump_json
 from mobilenet.models.builder import MobileNet
 from mobilenet.weights.format import load, resolve_weights
 
@@ -83,7 +82,7 @@ def evaluate_folder(
     if out_dir is not None:
         out = Path(out_dir)
         report.json_path = out / "evaluation.json"
-        atomic_write_text(report.json_path, json.dumps(report.to_dict(), indent=2))
+        atomic_write_text(report.json_path, dump_json(report.to_dict()))
         report.confusion_png = plot_confusion(result.confusion, scan.class_names, out / "confusion_matrix.png")
     return report
 

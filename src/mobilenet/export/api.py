@@ -13,9 +13,11 @@ from torch import nn
 from mobilenet.errors import MobilenetError
 from mobilenet.export.accuracy import Int8Accuracy, int8_accuracy
 from mobilenet.export.images import calibration_batch, generated_images
-from mobilenet.export.metadata import export_metadata, write_sidecar
+from mobilenet.export.metadata import export_metadata, sidecar_path, write_sidecar
 from mobilenet.export.runtimes import load_runner
 from mobilenet.export.verify import ExportCheckError, ParityCheck, check_parity
+from mobilenet.fileio import make_output_folder
+from mobilenet.weights.format import non_finite_tensors
 
 FORMATS = ("onnx", "tflite", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt", "pt2": ".pt2"}
@@ -81,6 +83,8 @@ def export_model(
     output = Path(output)
     if output.suffix.lower() != SUFFIXES[fmt]:
         raise MobilenetError(f"output {output} should end in {SUFFIXES[fmt]} for format {fmt}")
+    _check_writable(output)
+    require_finite_weights(model)
     calib = calibration_batch(calibration, pre, calibration_images) if calibration is not None else None
     check_source = validation if validation is not None else calibration
     if check_source is not None:
@@ -100,6 +104,11 @@ def export_model(
         if int8:
             accuracy = int8_accuracy(model, runner, validation or calibration,
                                      max_images=None if validation else calibration_images)
+        facts = {"format": fmt, "int8": int8, "check": check.to_dict()}
+        if accuracy is not None:
+            facts["int8_accuracy"] = accuracy.to_dict()
+        # The sidecar first: if it cannot be written, the previous export stays whole.
+        sidecar = write_sidecar(output, export_metadata(model, **facts))
         os.replace(staging, output)
     except MobilenetError as exc:
         if isinstance(exc, ExportCheckError):
@@ -107,11 +116,23 @@ def export_model(
         raise
     finally:
         staging.unlink(missing_ok=True)
-    facts = {"format": fmt, "int8": int8, "check": check.to_dict()}
-    if accuracy is not None:
-        facts["int8_accuracy"] = accuracy.to_dict()
-    sidecar = write_sidecar(output, export_metadata(model, **facts))
     return ExportResult(output, fmt, int8, seconds, output.stat().st_size, check, accuracy, sidecar)
+
+
+def _check_writable(output: Path) -> None:
+    """Before minutes of conversion: the file, its sidecar and their folder must be usable."""
+    for target in (output, sidecar_path(output)):
+        if target.is_dir():
+            raise MobilenetError(f"cannot write {target}: it is a folder; pass a file path with -o")
+    make_output_folder(output.parent)
+
+
+def require_finite_weights(model: nn.Module) -> None:
+    """NaN or infinite weights export "fine" and fail the check as if the exporter were wrong; say what it is."""
+    bad = non_finite_tensors(model)
+    if bad:
+        raise MobilenetError(f"the model has NaN or infinite values in {len(bad)} tensors (first: {bad[0]}); "
+                             "these weights cannot be deployed: retrain, or export an earlier checkpoint")
 
 
 def _check_hint(int8: bool, output: Path) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet.errors import MobilenetError
+from mobilenet.export.quiet import native_stderr_held, quiet_converter
 
 RUNTIMES_BY_SUFFIX = {
     ".onnx": ("onnxruntime", "openvino"),
@@ -61,7 +62,8 @@ def load_runner(path: str | Path, runtime: str | None = None, threads: int | Non
         raise MobilenetError(f"{path.name} cannot run in {runtime}; use one of: {', '.join(allowed)}")
     loader = _LOADERS[runtime]
     try:
-        run = loader(path, threads)
+        with native_stderr_held():  # runtimes announce themselves on stderr (XNNPACK's delegate banner)
+            run = loader(path, threads)
     except MobilenetError:
         raise
     except Exception as exc:  # each runtime raises its own types for a damaged file
@@ -173,7 +175,8 @@ def _pt2(path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
 
     if threads:
         torch.set_num_threads(threads)
-    module = torch.export.load(str(path)).module()
+    with quiet_converter("torch.export", "torch._export"):  # a damaged file logs a traceback before raising
+        module = torch.export.load(str(path)).module()
     return _torch_runner(module)
 
 

@@ -30,7 +30,8 @@ def export_tflite(
     batch_size: int = 1,
 ) -> Path:
     """Convert ``model`` to a ``.tflite`` file at ``path`` (atomically) and return the path."""
-    _require_litert_torch()  # fail before any work when the converter is missing
+    with quiet_converter():  # importing it starts absl, oneDNN and torchao, each with a banner on stderr
+        _require_litert_torch()  # fail before any work when the converter is missing
     resolution = model.config.resolution
     sample = (torch.randn(batch_size, model.config.in_chans, resolution, resolution),)
     deploy = fold_batchnorm(model)

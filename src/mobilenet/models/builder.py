@@ -23,6 +23,7 @@ from mobilenet.models.specs import ARCHITECTURES, ArchSpec, LayerKind, LayerSpec
 
 Pooling = Literal["avg", "max"]
 MIN_RESOLUTION = 32  # five stride-2 stages: anything smaller leaves less than one pixel at stride 32
+MAX_WIDTH_MULTIPLIER = 32  # mult-adds grow with its square: 32 is ~1,000x the 1.0 model; beyond is a typo
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ def validate_options(config: ModelConfig) -> None:
     alpha = config.width_multiplier
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise MobilenetError(f"width_multiplier (alpha) must be a number > 0, got {alpha!r}")
+    if alpha > MAX_WIDTH_MULTIPLIER:
+        raise MobilenetError(
+            f"width_multiplier (alpha) {alpha:g} is too wide: at most {MAX_WIDTH_MULTIPLIER} (already ~1,000x the "
+            "mult-adds of 1.0; the papers go up to 1.4)"
+        )
     res = config.resolution
     if isinstance(res, bool) or not isinstance(res, int) or res < MIN_RESOLUTION:
         raise MobilenetError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {res!r}")

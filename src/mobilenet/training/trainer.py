@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mobilenet.data import DataBundle, ImageDecodeError, build_dataloaders, load_rgb
 from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.metrics import EvalResult, autocast_context, evaluate_model
-from mobilenet.fileio import atomic_write_text
+from mobilenet.fileio import atomic_write_text, json_safe
 from mobilenet.models.builder import MobileNet, ModelConfig
 from mobilenet.models.registry import config_from_name
 from mobilenet.profiling.cost import cost_of_model
@@ -464,7 +464,7 @@ class Trainer:
             save_weights(
                 export_model, self.run_dir / checkpoint.BEST_WEIGHTS, class_names=data.class_names, extra=extra
             )
-        checkpoint.write_history(self.run_dir, _json_safe(history))
+        checkpoint.write_history(self.run_dir, json_safe(history))
 
     def _finish(
         self, world: World, history: list[dict[str, Any]], best_top1: float, data: DataBundle, started: float
@@ -497,7 +497,7 @@ class Trainer:
                 "skipped_files": skipped,
                 "seconds": round(result.seconds, 1),
             }
-            atomic_write_text(self.run_dir / "summary.json", json.dumps(_json_safe(summary), indent=2))
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(json_safe(summary), indent=2))
             self._say(world, f"best val top-1 {best_top1:.2f}%; skipped files: {skipped}; run folder: {self.run_dir}")
         return result
 
@@ -569,17 +569,6 @@ def _class_difference(saved: list[str], current: list[str]) -> str:
 def _few(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit]) or "none"
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: JSON has no NaN, and strict parsers reject the file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def _plain_copy(model: nn.Module, template: MobileNet) -> MobileNet:

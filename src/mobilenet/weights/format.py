@@ -74,14 +74,34 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{file} is a safetensors file but not mobilenet weights (no model config in its metadata); "
             "import foreign weights with `mobilenet import`"
         )
+    try:
+        config = ModelConfig.from_dict(_decoded(file, raw, "config", dict))
+    except (TypeError, KeyError, AttributeError) as exc:  # a hand-edited config that is JSON but not a config
+        raise MobilenetError(f"{file}: its model config is damaged ({exc}); save or import the weights again") from None
+    class_names = _decoded(file, raw, "class_names", list, default="null")
+    if class_names is not None and not all(isinstance(name, str) for name in class_names):
+        raise MobilenetError(f"{file}: its class names are damaged (not a list of strings); save the weights again")
     return {
         "format": raw.get(_PREFIX + "format"),
-        "config": ModelConfig.from_dict(json.loads(raw[_PREFIX + "config"])),
-        "class_names": json.loads(raw.get(_PREFIX + "class_names", "null")),
+        "config": config,
+        "class_names": class_names,
         "source": raw.get(_PREFIX + "source"),
         "license": raw.get(_PREFIX + "license"),
-        "extra": json.loads(raw.get(_PREFIX + "extra", "{}")),
+        "extra": _decoded(file, raw, "extra", dict, default="{}"),
     }
+
+
+def _decoded(file: Path, raw: dict[str, str], key: str, kind: type, default: str | None = None) -> Any:
+    """One JSON metadata entry of the expected kind (or null), or a one-line error naming the damaged entry."""
+    text = raw.get(_PREFIX + key, default)
+    try:
+        value = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        value = _DAMAGED
+    if value is not None and not isinstance(value, kind):
+        raise MobilenetError(f"{file}: metadata entry {_PREFIX + key} is damaged ({str(text)[:60]!r}); "
+                             "save or import the weights again")
+    return value
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any) -> MobileNet:
@@ -97,8 +117,7 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise MobilenetError(f"{path}: weights do not fit the model in its metadata ({first})") from None
+        raise MobilenetError(f"{path}: weights do not fit the model in its metadata ({_mismatch(exc)})") from None
     model.class_names = meta["class_names"]
     model.weights_info = {k: meta[k] for k in ("source", "license", "extra")}
     return model.to(map_location).eval()
@@ -125,3 +144,18 @@ def _not_ours(file: Path, exc: Exception) -> str:
     if suffix in EXPORTED_SUFFIXES:
         return f"{file} is an exported model; pass the .safetensors weights it was exported from"
     return f"{file} is not a safetensors file ({exc}); pass weights saved by mobilenet"
+
+
+_DAMAGED = object()
+
+
+def _mismatch(exc: RuntimeError) -> str:
+    """load_state_dict's multi-line report in one line: its first specific complaint."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    return (lines[0] if lines else str(exc).strip())[:200]
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity: such weights run, but predict nonsense."""
+    return [name for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all())]

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from mobilenet.errors import MobilenetError
-from mobilenet.models.builder import MobileNet
+from mobilenet.models.builder import MIN_RESOLUTION, MobileNet
 from mobilenet.models.layers import ConvBnAct, DepthwiseSeparable, InvertedResidual, SamePad2d, SqueezeExcite
 from mobilenet.models.preprocessing import INCEPTION_MEAN, INCEPTION_STD, Preprocessing
 from mobilenet.models.registry import (
@@ -558,7 +558,9 @@ def _num_classes(source: KerasSource) -> int:
 
 def _resolution(source: KerasSource, override: int | None) -> int:
     if override is not None:
-        return int(override)
+        if isinstance(override, bool) or not isinstance(override, int) or override < MIN_RESOLUTION:
+            raise MobilenetError(f"--resolution must be an integer >= {MIN_RESOLUTION}, got {override!r}")
+        return override
     if source.graph is not None:
         if len(source.graph.inputs) != 1:
             raise MobilenetError(

@@ -113,6 +113,8 @@ def torchvision_arch(name: str, width_mult: float = 1.0) -> SourceArch:
     if name not in _TORCHVISION:
         raise MobilenetError(f"unknown torchvision MobileNet {name!r}; known: {', '.join(_TORCHVISION)}")
     arch, eps = _TORCHVISION[name]
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
+        raise MobilenetError(f"--width-mult must be a number > 0 (torchvision's width_mult), got {width_mult!r}")
     if arch.startswith("mobilenet_v3") and width_mult < 1.0:
         spec = ARCHITECTURES[arch]
         head = spec.head.pre_logits or 0
@@ -318,7 +320,7 @@ def _plain(state: Any, label: str) -> dict[str, torch.Tensor]:
 def _num_classes(state: Mapping[str, torch.Tensor], source: SourceArch, label: str) -> int:
     candidates = ("classifier.weight",) if source.layout == "timm" else ("classifier.3.weight", "classifier.1.weight")
     for key in candidates:
-        if key in state and state[key].dim() == 2:
+        if key in state and state[key].dim() == 2 and state[key].shape[0] > 0:
             return int(state[key].shape[0])
     raise MobilenetError(
         f"{label}: no classifier ({' or '.join(candidates)}) in the state dict; is it a {source.layout} "
