@@ -115,3 +115,16 @@ def test_alternating_windows_pair_each_function_with_its_neighbours() -> None:
     assert all(len(v) == 3 for v in windows.medians.values())
     assert all(2.0 < r < 3.5 for r in windows.ratios("long", "short")), windows.ratios("long", "short")
     assert min(windows.page_faults["alloc"]) > 100 > max(windows.page_faults["idle"])
+
+
+def test_process_peak_survives_the_per_run_peak_resets() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np; from mobilenet.profiling import bench\n"
+        "block = np.ones(512 * 2**20 // 8); del block\n"  # a 512 MiB peak, then freed
+        "bench._reset_peak_rss(); print(bench.process_peak_rss_mb())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert float(done.stdout) >= 512

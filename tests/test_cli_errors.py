@@ -191,3 +191,16 @@ def test_a_closed_pipe_ends_the_listing_quietly() -> None:
     process.stdout.close()  # like `mobilenet models | head -0`, closed long before the first line is written
     assert process.wait(timeout=120) == 0
     assert process.stderr.read() == b""
+
+
+def test_load_takes_paths_and_run_folders(weights, tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(weights.read_bytes())
+    assert mobilenet.load(run).class_names == CLASSES
+    with pytest.raises(MobilenetError, match="takes the path of a weights file or run folder, got NoneType"):
+        mobilenet.load(None)  # type: ignore[arg-type]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MobilenetError, match="has no best.safetensors or last.safetensors"):
+        mobilenet.load(empty)

@@ -161,8 +161,15 @@ def _status_kb(key: str) -> int | None:
     return None
 
 
+# The kernel's peak-RSS counter is also what getrusage reports, so each reset would erase the process's true
+# peak; the highest value seen before any reset is kept here.
+_peak_before_resets_kb = 0
+
+
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS counter (VmHWM) for this process; False where that is not possible."""
+    global _peak_before_resets_kb
+    _peak_before_resets_kb = max(_peak_before_resets_kb, _status_kb("VmHWM") or 0)
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
             clear_refs.write("5")
@@ -181,7 +188,9 @@ def _release_free_memory() -> None:
 
 def process_peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+    if sys.platform == "darwin":
+        return peak / 2**20  # bytes on macOS, and no resets there
+    return max(peak, _peak_before_resets_kb) / 2**10  # KiB elsewhere
 
 
 class MemoryProbe:

@@ -105,7 +105,11 @@ def _decoded(file: Path, raw: dict[str, str], key: str, kind: type, default: str
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any) -> MobileNet:
-    """Rebuild a ready model (eval mode) from a weights file written by :func:`save_weights`."""
+    """Rebuild a ready model (eval mode) from a weights file written by :func:`save_weights`, or from a run
+    folder (its best, else last, weights)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise MobilenetError(f"load() takes the path of a weights file or run folder, got {type(path).__name__}")
+    path = resolve_weights(path)
     meta = read_metadata(path)
     config: ModelConfig = meta["config"]
     if overrides:
