@@ -110,10 +110,8 @@ def export_model(
         # The sidecar first: if it cannot be written, the previous export stays whole.
         sidecar = write_sidecar(output, export_metadata(model, **facts))
         os.replace(staging, output)
-    except MobilenetError as exc:
-        if isinstance(exc, ExportCheckError):
-            raise MobilenetError(f"{output.name}: {exc}; {_check_hint(int8, output)}") from None
-        raise
+    except ExportCheckError as exc:
+        raise MobilenetError(f"{output.name}: {exc}; {_check_hint(int8, output)}") from None
     finally:
         staging.unlink(missing_ok=True)
     return ExportResult(output, fmt, int8, seconds, output.stat().st_size, check, accuracy, sidecar)
