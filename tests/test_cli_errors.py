@@ -204,3 +204,9 @@ def test_load_takes_paths_and_run_folders(weights, tmp_path) -> None:
     empty.mkdir()
     with pytest.raises(MobilenetError, match="has no best.safetensors or last.safetensors"):
         mobilenet.load(empty)
+
+
+def test_options_that_do_not_apply_are_refused(weights, capsys) -> None:
+    one_line_error(capsys, ["bench", "mobilenet_v1_0.25_32", "--family", "v3"], "add --sweep or drop --family")
+    one_line_error(capsys, ["export", str(weights), "--format", "onnx", "--calibration-images", "5"],
+                   "--calibration-images applies to --int8 exports")

@@ -44,7 +44,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--iterations", type=int, default=30, help="timed calls at least (default 30)")
     bench.add_argument("--min-seconds", type=float, default=1.0, help="time at least this long (default 1.0)")
     bench.add_argument("--sweep", action="store_true", help="the papers' width x resolution grid instead of one model")
-    bench.add_argument("--family", choices=("v1", "v2", "v3", "all"), default="all", help="grid for --sweep")
+    bench.add_argument("--family", choices=("v1", "v2", "v3", "all"), default=None,
+                       help="grid for --sweep (default all)")
     bench.add_argument("-o", "--output", type=Path, default=Path("runs/bench"), help="folder for JSON and charts")
     bench.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     bench.set_defaults(func=run_bench)
@@ -83,6 +84,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return _run_sweep(args, batches, threads, settings)
     if args.target is None:
         raise MobilenetError("name a model (e.g. mobilenet_v2_1.0_224) or an exported file, or pass --sweep")
+    if args.family is not None:
+        raise MobilenetError("--family picks the grid of --sweep; add --sweep or drop --family")
     runtime = args.runtime or default_runtime(args.target)
     with prepare(args.target, runtime, _precision(args), threads=threads, resolution=args.resolution,
                  channels_last=args.channels_last) as prepared:
@@ -185,7 +188,8 @@ def _run_sweep(args: argparse.Namespace, batches: list[int], threads: int, setti
         raise MobilenetError("--sweep runs each model at its grid resolution; drop --resolution")
     runtime = args.runtime or "torch"
     results: list[BenchResult] = []
-    for name in sweep_models(args.family):
+    family = args.family or "all"
+    for name in sweep_models(family):
         with prepare(name, runtime, _precision(args), threads=threads, channels_last=args.channels_last) as prepared:
             measured = _measure(prepared, batches, threads, settings)
         results += measured
@@ -193,7 +197,7 @@ def _run_sweep(args: argparse.Namespace, batches: list[int], threads: int, setti
             print(f"bench: {r.model} batch {r.batch}: median {r.timing.median * 1e3:.2f} ms", file=sys.stderr,
                   flush=True)
     charted = [r for r in results if r.batch == batches[0]]
-    stem = f"sweep_{args.family}_{runtime}_{_precision(args)}"
+    stem = f"sweep_{family}_{runtime}_{_precision(args)}"
     files = {
         "json": args.output / f"{stem}.json",
         "latency_vs_mult_adds": plot_latency_vs_mult_adds(charted, args.output / f"{stem}_latency_vs_mult_adds.png"),

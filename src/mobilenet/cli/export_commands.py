@@ -17,7 +17,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--format", required=True, choices=FORMATS, help="target format")
     export.add_argument("--int8", action="store_true", help="post-training static int8 (onnx, tflite)")
     export.add_argument("--calibration", default=None, help="image folder to calibrate int8 ranges on")
-    export.add_argument("--calibration-images", type=int, default=200, help="how many calibration images")
+    export.add_argument("--calibration-images", type=int, default=None,
+                        help="how many calibration images for --int8 (default 200)")
     export.add_argument("--val", default=None, help="validation folder: check images and the int8 accuracy report")
     export.add_argument("-o", "--output", default=None, help="output file (default: beside the checkpoint)")
     export.add_argument("--json", action="store_true", help="print the export report as JSON")
@@ -29,8 +30,11 @@ def run_export(args: argparse.Namespace) -> int:
     from mobilenet.export.verify import describe
     from mobilenet.weights.format import load, resolve_weights
 
-    if args.calibration_images < 1:
-        raise MobilenetError(f"--calibration-images must be >= 1, got {args.calibration_images}")
+    if args.calibration_images is not None and not args.int8:
+        raise MobilenetError("--calibration-images applies to --int8 exports; add --int8 or drop it")
+    calibration_images = 200 if args.calibration_images is None else args.calibration_images
+    if calibration_images < 1:
+        raise MobilenetError(f"--calibration-images must be >= 1, got {calibration_images}")
     source = resolve_weights(args.checkpoint)
     model = load(source)
     output = Path(args.output) if args.output else default_output(source, args.format, args.int8)
@@ -40,7 +44,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.format,
         int8=args.int8,
         calibration=args.calibration,
-        calibration_images=args.calibration_images,
+        calibration_images=calibration_images,
         validation=args.val,
     )
     if args.json:
