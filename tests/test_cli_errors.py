@@ -210,3 +210,60 @@ def test_options_that_do_not_apply_are_refused(weights, capsys) -> None:
     one_line_error(capsys, ["bench", "mobilenet_v1_0.25_32", "--family", "v3"], "add --sweep or drop --family")
     one_line_error(capsys, ["export", str(weights), "--format", "onnx", "--calibration-images", "5"],
                    "--calibration-images applies to --int8 exports")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"alpha": 0.5, "width_multiplier": 0.75}, "alpha and width_multiplier name the same option"),
+        ({"include_top": "no"}, "include_top must be True or False"),
+        ({"dropout": "0.5"}, "dropout must be a finite number"),
+        ({"bn_eps": None}, "bn_eps must be a finite number"),
+        ({"preprocessing": None}, "preprocessing must be a Preprocessing"),
+    ],
+)
+def test_create_model_checks_option_types(options: dict, message: str) -> None:
+    with pytest.raises(MobilenetError, match=message):
+        mobilenet.create_model("mobilenet_v1_0.25_128", **options)
+
+
+def test_api_mistakes_that_used_to_pass_quietly(weights, tmp_path) -> None:
+    from mobilenet.evaluation.predict import predict
+    from mobilenet.profiling.cost import cost_of_model
+
+    model = mobilenet.load(weights)
+    photo = image_folder(tmp_path / "good", good=1, corrupt=0) / "ant" / "0.png"
+    assert [p.path for p in predict(model, str(photo), topk=1)] == [str(photo)]  # one path, not its characters
+    for kwargs, message in (({"topk": 0}, "topk must be an integer >= 1"), ({"batch_size": 0}, "batch_size must"),
+                            ({"labels": "ab"}, "labels must be a list of class names")):
+        with pytest.raises(MobilenetError, match=message):
+            predict(model, [photo], **kwargs)
+    headless = mobilenet.create_model("mobilenet_v1_0.25_32", include_top=False)
+    with pytest.raises(MobilenetError, match="has no classifier"):
+        predict(headless, [photo])
+    with pytest.raises(MobilenetError, match="built without a classifier"):
+        headless.reset_classifier(5)
+    with pytest.raises(MobilenetError, match="3 class names for a classifier of 2 classes"):
+        model.save(str(tmp_path / "x.safetensors"), class_names=["a", "b", "c"])
+    with pytest.raises(MobilenetError, match="name the file \\*.safetensors"):
+        model.save(str(tmp_path / "x.onnx"))
+    with pytest.raises(MobilenetError, match="resolution must be an integer >= 32, got 0"):
+        cost_of_model(model, 0)
+    with pytest.raises(MobilenetError, match="shell-style pattern"):
+        mobilenet.list_models(None)  # type: ignore[arg-type]
+
+
+def test_image_classifier_evaluates_its_own_model(weights, tmp_path) -> None:
+    from mobilenet.training import ImageClassifier
+
+    data = image_folder(tmp_path / "data", good=2, corrupt=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    other = mobilenet.create_model("mobilenet_v1_0.25_32", num_classes=3)
+    other.class_names = ["x", "y", "z"]
+    other.save(str(run / "best.safetensors"))  # a different model in the run folder must not be the one scored
+    (run / "mine.safetensors").write_bytes(weights.read_bytes())
+    classifier = ImageClassifier.from_weights(run / "mine.safetensors")
+    assert classifier.evaluate(data)["num_samples"] == 4
+    with pytest.raises(MobilenetError, match="cannot tell the format"):
+        classifier.export(tmp_path / "model.bin")

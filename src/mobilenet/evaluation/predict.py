@@ -98,6 +98,7 @@ def predict(
     backend: str = "auto",
     precision: str = "fp32",
 ) -> list[Prediction]:
+    paths = _check_request(model, paths, topk, labels, batch_size)
     model.eval()
     transform = eval_transform(model.preprocessing)
     batch_size = max(1, min(batch_size, len(paths)))
@@ -122,6 +123,28 @@ def predict(
             results.append(Prediction(str(path), [names[i] for i in indices], probs, indices))
     order = {str(p): i for i, p in enumerate(paths)}
     return sorted(results, key=lambda r: order[r.path])
+
+
+def _check_request(
+    model: MobileNet, paths: list[Path] | str | Path, topk: int, labels: list[str] | None, batch_size: int
+) -> list[Path]:
+    """One-line errors for what would otherwise fail deep inside (or, worse, quietly predict nonsense)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise MobilenetError(f"predict takes a MobileNet (mobilenet.load or create_model), got {type(model).__name__}")
+    if not config.include_top or config.features_only or config.num_classes == 0:
+        raise MobilenetError("this model has no classifier (include_top=False, features_only or num_classes=0); "
+                             "predict needs class scores")
+    if config.in_chans != 3:
+        raise MobilenetError(f"predict reads RGB images, but this model takes {config.in_chans} input channels")
+    for name, value in (("topk", topk), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MobilenetError(f"{name} must be an integer >= 1, got {value!r}")
+    if labels is not None and (isinstance(labels, str) or not all(isinstance(name, str) for name in labels)):
+        raise MobilenetError("labels must be a list of class names (read a file with fileio.read_label_file)")
+    if isinstance(paths, (str, Path)):
+        return [Path(paths)]  # one image; a str would otherwise be iterated character by character
+    return list(paths)
 
 
 def _run_padded(run: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, size: int) -> torch.Tensor:

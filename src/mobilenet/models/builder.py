@@ -65,6 +65,8 @@ class ModelConfig:
             )
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
+        if "preprocessing" in changes and not isinstance(changes["preprocessing"], Preprocessing):
+            raise MobilenetError("preprocessing must be a Preprocessing (Preprocessing.from_dict reads a dict)")
         if "preprocessing" in changes and "resolution" not in changes:
             values["resolution"] = values["preprocessing"].resolution
         return ModelConfig(**values)
@@ -104,13 +106,20 @@ def validate_options(config: ModelConfig) -> None:
     classes = config.num_classes
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
         raise MobilenetError(f"num_classes must be an integer >= 0 (0 removes the classifier), got {classes!r}")
+    for name in ("include_top", "features_only"):
+        if not isinstance(getattr(config, name), bool):
+            raise MobilenetError(f"{name} must be True or False, got {getattr(config, name)!r}")
+    for name in ("bn_eps", "bn_momentum") + (("dropout",) if config.dropout is not None else ()):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise MobilenetError(f"{name} must be a finite number, got {value!r}")
     if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
         raise MobilenetError(f"dropout must be in [0, 1), got {config.dropout!r}")
     if config.pooling not in (None, "avg", "max"):
         raise MobilenetError(f"pooling must be 'avg', 'max' or None, got {config.pooling!r}")
     if config.include_top and config.pooling is None:
         raise MobilenetError("include_top=True needs pooling='avg' or 'max'; use include_top=False for feature maps")
-    if not isinstance(config.in_chans, int) or config.in_chans < 1:
+    if isinstance(config.in_chans, bool) or not isinstance(config.in_chans, int) or config.in_chans < 1:
         raise MobilenetError(f"in_chans must be a positive integer, got {config.in_chans!r}")
     if config.padding not in ("symmetric", "tf_same"):
         raise MobilenetError(f"padding must be 'symmetric' or 'tf_same', got {config.padding!r}")
@@ -227,8 +236,11 @@ class MobileNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one for ``num_classes`` (transfer learning)."""
-        if num_classes < 0:
-            raise MobilenetError(f"num_classes must be >= 0, got {num_classes}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise MobilenetError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        if num_classes > 0 and (not self.config.include_top or self.config.features_only):
+            raise MobilenetError("this model was built without a classifier (include_top=False or features_only); "
+                                 "create it with include_top=True to add one")
         self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             nn.init.normal_(self.classifier.weight, 0, 0.01)

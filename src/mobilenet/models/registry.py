@@ -57,6 +57,8 @@ RELEASED_MODELS: tuple[str, ...] = tuple(_released_names())
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the released variants matching a shell-style ``pattern``; any other alpha and resolution
     can still be built by name (``mobilenet_v1_0.6_100``)."""
+    if not isinstance(pattern, str):
+        raise MobilenetError(f"list_models takes a shell-style pattern string such as 'mobilenet_v3*', got {pattern!r}")
     return [name for name in RELEASED_MODELS if fnmatch.fnmatchcase(name, pattern)]
 
 
@@ -75,6 +77,9 @@ def parse_name(name: str) -> tuple[str, float, int]:
 def config_from_name(name: str, **overrides: Any) -> ModelConfig:
     arch, alpha, resolution = parse_name(name)
     options = {_ALIASES.get(key, key): value for key, value in overrides.items()}
+    if len(options) < len(overrides):
+        both = sorted(key for key in overrides if _ALIASES.get(key, key) != key or key in _ALIASES.values())
+        raise MobilenetError(f"{' and '.join(both)} name the same option; pass one of them")
     base = ModelConfig(
         arch=arch,
         width_multiplier=options.pop("width_multiplier", alpha),

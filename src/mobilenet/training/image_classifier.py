@@ -76,13 +76,15 @@ class ImageClassifier:
         return cls(load(resolved), resolved.parent)
 
     def evaluate(self, test_data: str | Path, batch_size: int = 64) -> dict[str, Any]:
-        weights = self.run_dir / BEST_WEIGHTS
-        if not weights.is_file():
-            weights = self.export(Path(tempfile.mkdtemp(prefix="mobilenet-eval-")) / "model.safetensors")
-        return evaluate_folder(weights, test_data, batch_size=batch_size).to_dict()
+        """Evaluate this classifier's model (not whatever its run folder holds now) on a folder of class folders."""
+        with tempfile.TemporaryDirectory(prefix="mobilenet-eval-") as scratch:
+            weights = self.model.save(str(Path(scratch) / "model.safetensors"))
+            return evaluate_folder(weights, test_data, batch_size=batch_size).to_dict()
 
-    def predict(self, images: list[str | Path], topk: int = 1, backend: str = "auto") -> list[Prediction]:
-        return predict(self.model, expand_inputs([str(i) for i in images]), topk=topk, backend=backend)
+    def predict(self, images: str | Path | list[str | Path], topk: int = 1, backend: str = "auto") -> list[Prediction]:
+        """Top-``topk`` classes for an image, a folder, a glob, or a list of them."""
+        items = [images] if isinstance(images, (str, Path)) else list(images)
+        return predict(self.model, expand_inputs([str(i) for i in items]), topk=topk, backend=backend)
 
     def export(self, path: str | Path, **options: object) -> Path:
         """Write the model by the file's suffix: ``.safetensors`` weights (with class names and preprocessing),
@@ -94,6 +96,9 @@ class ImageClassifier:
         by_suffix = {SUFFIXES[fmt]: fmt for fmt in FORMATS}
         if suffix in by_suffix:
             return export_model(self.model, path, by_suffix[suffix], **options).path
+        if suffix != ".safetensors":
+            raise MobilenetError(f"cannot tell the format of {path}: name it *.safetensors (weights) or one of "
+                                 f"{', '.join(by_suffix)} (a checked deployment file)")
         if options:
-            raise MobilenetError(f"export options apply to {', '.join(by_suffix)} files, not {suffix or path}")
+            raise MobilenetError(f"export options apply to {', '.join(by_suffix)} files, not {suffix}")
         return self.model.save(str(path))

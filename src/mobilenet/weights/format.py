@@ -41,7 +41,11 @@ def save_weights(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model``'s weights and everything needed to rebuild it, atomically."""
+    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".safetensors":
+        raise MobilenetError(f"weights are saved as safetensors: name the file *.safetensors, got {path!r} "
+                             "(mobilenet.export.export_model writes ONNX, TFLite, TorchScript and pt2)")
     class_names = class_names if class_names is not None else getattr(model, "class_names", None)
+    _check_class_names(class_names, model.config.num_classes)
     info = dict(getattr(model, "weights_info", {}) or {})
     metadata = {
         _PREFIX + "format": FORMAT_VERSION,
@@ -57,6 +61,17 @@ def save_weights(
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return target
+
+
+def _check_class_names(class_names: Any, num_classes: int) -> None:
+    """Names that do not match the classifier would only fail later, at load or predict time."""
+    if class_names is None:
+        return
+    if not isinstance(class_names, (list, tuple)) or not all(isinstance(name, str) for name in class_names):
+        raise MobilenetError("class_names must be a list of strings, one per class")
+    if num_classes and len(class_names) != num_classes:
+        raise MobilenetError(f"{len(class_names)} class names for a classifier of {num_classes} classes; "
+                             "give one name per class (or reset_classifier to the right size)")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
