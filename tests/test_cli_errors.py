@@ -198,7 +198,7 @@ def test_load_takes_paths_and_run_folders(weights, tmp_path) -> None:
     run.mkdir()
     (run / "best.safetensors").write_bytes(weights.read_bytes())
     assert mobilenet.load(run).class_names == CLASSES
-    with pytest.raises(MobilenetError, match="takes the path of a weights file or run folder, got NoneType"):
+    with pytest.raises(MobilenetError, match="weights file or run folder must be a path .*, got None"):
         mobilenet.load(None)  # type: ignore[arg-type]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -267,3 +267,21 @@ def test_image_classifier_evaluates_its_own_model(weights, tmp_path) -> None:
     assert classifier.evaluate(data)["num_samples"] == 4
     with pytest.raises(MobilenetError, match="cannot tell the format"):
         classifier.export(tmp_path / "model.bin")
+
+
+def test_preprocessing_and_export_refuse_what_they_cannot_use(tmp_path) -> None:
+    from mobilenet.export.api import export_model
+    from mobilenet.models import Preprocessing
+
+    for fields, message in (({"mean": (float("nan"),) * 3}, "mean must be a non-empty list of finite numbers"),
+                            ({"channel_order": "GBR"}, "channel_order must be 'RGB' or 'BGR'"),
+                            ({"labels_offset": -1}, "labels_offset must be 0 or 1")):
+        with pytest.raises(MobilenetError, match=message):
+            Preprocessing(**fields)
+    with pytest.raises(MobilenetError, match="preprocessing must be a table"):
+        Preprocessing.from_dict(None)  # type: ignore[arg-type]
+    backbone = mobilenet.create_model("mobilenet_v1_0.25_32", features_only=True)
+    with pytest.raises(MobilenetError, match="features_only model returns a list"):
+        export_model(backbone, tmp_path / "b.onnx", "onnx")
+    with pytest.raises(MobilenetError, match="export takes a MobileNet"):
+        export_model(torch.nn.Linear(2, 2), tmp_path / "l.onnx", "onnx")

@@ -112,3 +112,10 @@ def json_safe(value: Any) -> Any:
 def dump_json(value: Any) -> str:
     """Indented, strict JSON (non-finite numbers as null) for reports, on screen or on disk."""
     return json.dumps(json_safe(value), indent=2, allow_nan=False)
+
+
+def as_path(value: Any, what: str) -> Path:
+    """``value`` as a Path, or a one-line error naming the argument: pathlib's TypeError names neither."""
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    raise MobilenetError(f"{what} must be a path (a string or pathlib.Path), got {value!r}")

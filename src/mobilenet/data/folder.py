@@ -21,6 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 from mobilenet.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, load_rgb
 from mobilenet.data.transforms import DEFAULT_TRAIN_SCALE, eval_transform, train_transform
 from mobilenet.errors import MobilenetError
+from mobilenet.fileio import as_path
 from mobilenet.models.preprocessing import Preprocessing
 
 Sample = tuple[Path, int]
@@ -48,7 +49,7 @@ def scan_image_folder(root: str | PathLike[str]) -> FolderScan:
     are present but unused: files without an image extension, and loose files directly in ``root``.
     Sub-folders inside a class folder are searched too (symlinked sub-folders are not followed).
     """
-    root = Path(root).expanduser()
+    root = as_path(root, "the dataset folder").expanduser()
     if not root.exists():
         raise MobilenetError(f"dataset folder {root} does not exist; check the path")
     if not root.is_dir():

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from mobilenet.data import ImageFolderDataset, collate_skip_bad, eval_transform, scan_image_folder
 from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.metrics import EvalResult, evaluate_model
-from mobilenet.fileio import atomic_path, atomic_write_text, dump_json
+from mobilenet.fileio import as_path, atomic_path, atomic_write_text, dump_json
 from mobilenet.models.builder import MobileNet
 from mobilenet.weights.format import load, resolve_weights
 
@@ -66,7 +66,7 @@ def evaluate_folder(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise MobilenetError(f"batch size must be an integer >= 1, got {batch_size!r}")
     model = load(resolve_weights(checkpoint))
-    data_dir = Path(data_dir)
+    data_dir = as_path(data_dir, "the evaluation folder")
     scan = scan_image_folder(data_dir)
     check_classes(model, scan.class_names, data_dir)
     dataset = ImageFolderDataset(scan.samples, eval_transform(model.preprocessing))

@@ -78,6 +78,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        if not isinstance(values, dict) or "arch" not in values:
+            raise MobilenetError("a model config is a table with at least an 'arch' entry (e.g. 'mobilenet_v2')")
         values = dict(values)
         if "preprocessing" in values and isinstance(values["preprocessing"], dict):
             values["preprocessing"] = Preprocessing.from_dict(values["preprocessing"])

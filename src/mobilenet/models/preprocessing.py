@@ -7,6 +7,7 @@ do to an image from a :class:`Preprocessing` stored next to the weights. Values 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -40,14 +41,26 @@ class Preprocessing:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.resolution, int) or self.resolution < 1:
+        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 1:
             raise MobilenetError(f"preprocessing resolution must be a positive integer, got {self.resolution!r}")
-        if not 0.0 < self.crop_pct <= 1.0:
-            raise MobilenetError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if not _is_number(self.crop_pct) or not 0.0 < self.crop_pct <= 1.0:
+            raise MobilenetError(f"crop_pct must be a number in (0, 1], got {self.crop_pct!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, (tuple, list)) or not values or not all(_is_number(v) for v in values):
+                raise MobilenetError(f"preprocessing {name} must be a non-empty list of finite numbers, got {values!r}")
         if len(self.mean) != len(self.std):
             raise MobilenetError("preprocessing mean and std must have the same number of channels")
         if any(s <= 0 for s in self.std):
             raise MobilenetError("preprocessing std values must be positive")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise MobilenetError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if self.labels_offset not in (0, 1) or isinstance(self.labels_offset, bool):
+            raise MobilenetError(
+                f"labels_offset must be 0 or 1 (1: a background class first), got {self.labels_offset!r}"
+            )
+        if not isinstance(self.extra, dict):
+            raise MobilenetError(f"preprocessing extra must be a dict, got {type(self.extra).__name__}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
             raise MobilenetError(
                 f"unknown interpolation {self.interpolation!r}; use bilinear, bicubic or nearest"
@@ -78,12 +91,18 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        if not isinstance(values, dict):
+            raise MobilenetError(f"preprocessing must be a table of fields, got {type(values).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(values) - known
         if unknown:
             raise MobilenetError(f"unknown preprocessing fields: {sorted(unknown)}")
         values = dict(values)
         for key in ("mean", "std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
+            if isinstance(values.get(key), (list, tuple)):
+                values[key] = tuple(float(v) if _is_number(v) else v for v in values[key])
         return cls(**values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.predict import Prediction, expand_inputs, predict
 from mobilenet.evaluation.report import evaluate_folder
+from mobilenet.fileio import as_path
 from mobilenet.models.builder import MobileNet
 from mobilenet.training.checkpoint import BEST_WEIGHTS
 from mobilenet.training.config import make_train_config
@@ -49,6 +51,9 @@ class ImageClassifier:
     ) -> ImageClassifier:
         """Train on an image folder. ``model`` is a model name (trained from scratch) or a weights file
         (transfer learning: the head alone first, then everything with a lower backbone learning rate)."""
+        as_path(train_data, "train_data")
+        if not isinstance(model, (str, os.PathLike)):
+            raise MobilenetError(f"model must be a model name or a weights path, got {model!r}")
         weights = Path(model) if Path(model).suffix == ".safetensors" or Path(model).is_dir() else None
         if weights is not None:
             from mobilenet.weights.format import read_metadata, resolve_weights

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mobilenet.errors import MobilenetError
-from mobilenet.fileio import atomic_path
+from mobilenet.fileio import as_path, atomic_path
 from mobilenet.models.builder import MobileNet, ModelConfig
 
 FORMAT_VERSION = "1"
@@ -91,7 +91,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         config = ModelConfig.from_dict(_decoded(file, raw, "config", dict))
-    except (TypeError, KeyError, AttributeError) as exc:  # a hand-edited config that is JSON but not a config
+    except (TypeError, KeyError, AttributeError, MobilenetError) as exc:  # JSON, but not a config
         raise MobilenetError(f"{file}: its model config is damaged ({exc}); save or import the weights again") from None
     class_names = _decoded(file, raw, "class_names", list, default="null")
     if class_names is not None and not all(isinstance(name, str) for name in class_names):
@@ -122,8 +122,6 @@ def _decoded(file: Path, raw: dict[str, str], key: str, kind: type, default: str
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", **overrides: Any) -> MobileNet:
     """Rebuild a ready model (eval mode) from a weights file written by :func:`save_weights`, or from a run
     folder (its best, else last, weights)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise MobilenetError(f"load() takes the path of a weights file or run folder, got {type(path).__name__}")
     path = resolve_weights(path)
     meta = read_metadata(path)
     config: ModelConfig = meta["config"]
@@ -144,7 +142,7 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
 
 def resolve_weights(path: str | Path) -> Path:
     """Accept a weights file or a run folder (its best, else last, weights)."""
-    path = Path(path)
+    path = as_path(path, "the weights file or run folder")
     if path.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
             if (path / name).is_file():
