@@ -606,3 +606,10 @@ def test_finetune_freezes_a_third_of_the_recipes_epochs_by_default(tmp_path: Pat
         with pytest.raises(Stop):
             cli(["finetune", str(data), "--from", str(weights), *flags])
         assert (seen[-1].epochs, seen[-1].freeze_backbone_epochs) == (epochs, frozen), flags
+
+
+def test_a_batch_that_batch_norm_cannot_normalise_is_refused(tmp_path: Path) -> None:
+    data = write_blobs(tmp_path / "data")
+    with pytest.raises(MobilenetError, match="use --batch-size 2 or more"):
+        Trainer(tiny_config(epochs=1, batch_size=1), data, None, tmp_path / "run", quiet=True).fit()
+    assert not (tmp_path / "run").exists()

@@ -164,6 +164,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
         model_config = self._model_config()
+        _require_batch_norm_statistics(self.config.batch_size // world.size, model_config.resolution)
         data = self._data(model_config, world)
         self._require_usable_data(data)
         model = self._build_model(model_config, data.class_names).to(device)
@@ -556,6 +557,15 @@ def _require_usable_images(samples: list[tuple[Path, int]], source: str) -> None
         f"no usable images in {source}: all {len(samples)} image files are unreadable and would be skipped{first}; "
         "replace or delete the corrupt files"
     )
+
+
+def _require_batch_norm_statistics(batch_size: int, resolution: int) -> None:
+    """Training-mode BatchNorm needs two values per channel; the stride-32 maps have ceil(R/32)^2 per image."""
+    if batch_size * math.ceil(resolution / 32) ** 2 < 2:
+        raise MobilenetError(
+            f"a batch of {batch_size} image(s) at {resolution} px leaves BatchNorm one value per channel at stride "
+            "32; use --batch-size 2 or more (per process)"
+        )
 
 
 def _class_difference(saved: list[str], current: list[str]) -> str:
