@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mobilenet.checks import is_integer
 from mobilenet.data import generate_shapes_dataset, scan_image_folder
 from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.predict import predict
@@ -59,9 +60,9 @@ def run_demo(out_dir: Path, epochs: int | None = None, seed: int = 0, quiet: boo
 def _demo_config(epochs: int, seed: int) -> TrainConfig:
     """The demo's recipe. Built before anything else: a bad --epochs or --seed must fail before minutes of
     dataset generation, not after."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if not is_integer(epochs) or epochs < 1:
         raise MobilenetError(f"epochs (--epochs) must be an integer >= 1 (default {DEMO_EPOCHS}), got {epochs!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise MobilenetError(f"seed (--seed) must be an integer >= 0, got {seed!r}")
     return make_train_config(
         "finetune",

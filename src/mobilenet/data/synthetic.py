@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mobilenet.checks import is_integer
 from mobilenet.errors import MobilenetError
 
 GENERATOR_NAME = "mobilenet.shapes"
@@ -129,7 +130,7 @@ def generate_shapes_dataset(
         num_classes=num_classes, images_per_class=images_per_class, image_size=image_size,
         val_fraction=val_fraction,
     )  # fmt: skip
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise MobilenetError(f"seed must be a non-negative integer, got {seed!r}")
     if workers is not None and workers < 1:
         raise MobilenetError(f"workers must be at least 1 (or None for automatic), got {workers}")

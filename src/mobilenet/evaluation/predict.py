@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from mobilenet.checks import is_integer
 from mobilenet.data import eval_transform, is_image_file, load_rgb
 from mobilenet.data.decode import ImageDecodeError
 from mobilenet.errors import MobilenetError
@@ -138,7 +139,7 @@ def _check_request(
     if config.in_chans != 3:
         raise MobilenetError(f"predict reads RGB images, but this model takes {config.in_chans} input channels")
     for name, value in (("topk", topk), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_integer(value) or value < 1:
             raise MobilenetError(f"{name} must be an integer >= 1, got {value!r}")
     if labels is not None and (isinstance(labels, str) or not all(isinstance(name, str) for name in labels)):
         raise MobilenetError("labels must be a list of class names (read a file with fileio.read_label_file)")

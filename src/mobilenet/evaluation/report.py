@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from mobilenet.checks import is_integer
 from mobilenet.data import ImageFolderDataset, collate_skip_bad, eval_transform, scan_image_folder
 from mobilenet.errors import MobilenetError
 from mobilenet.evaluation.metrics import EvalResult, evaluate_model
@@ -63,7 +64,7 @@ def evaluate_folder(
     out_dir: str | Path | None = None,
     num_workers: int = 0,
 ) -> EvaluationReport:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise MobilenetError(f"batch size must be an integer >= 1, got {batch_size!r}")
     model = load(resolve_weights(checkpoint))
     data_dir = as_path(data_dir, "the evaluation folder")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from mobilenet.checks import is_integer, is_number
 from mobilenet.errors import MobilenetError
 from mobilenet.models.layers import (
     ConvBnAct,
@@ -95,7 +95,7 @@ def validate_options(config: ModelConfig) -> None:
     if config.arch not in ARCHITECTURES:
         raise MobilenetError(f"unknown architecture {config.arch!r}; known: {', '.join(ARCHITECTURES)}")
     alpha = config.width_multiplier
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+    if not is_number(alpha) or alpha <= 0:
         raise MobilenetError(f"width_multiplier (alpha) must be a number > 0, got {alpha!r}")
     if alpha > MAX_WIDTH_MULTIPLIER:
         raise MobilenetError(
@@ -103,17 +103,17 @@ def validate_options(config: ModelConfig) -> None:
             "mult-adds of 1.0; the papers go up to 1.4)"
         )
     res = config.resolution
-    if isinstance(res, bool) or not isinstance(res, int) or res < MIN_RESOLUTION:
+    if not is_integer(res) or res < MIN_RESOLUTION:
         raise MobilenetError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {res!r}")
     classes = config.num_classes
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+    if not is_integer(classes) or classes < 0:
         raise MobilenetError(f"num_classes must be an integer >= 0 (0 removes the classifier), got {classes!r}")
     for name in ("include_top", "features_only"):
         if not isinstance(getattr(config, name), bool):
             raise MobilenetError(f"{name} must be True or False, got {getattr(config, name)!r}")
     for name in ("bn_eps", "bn_momentum") + (("dropout",) if config.dropout is not None else ()):
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_number(value):
             raise MobilenetError(f"{name} must be a finite number, got {value!r}")
     if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
         raise MobilenetError(f"dropout must be in [0, 1), got {config.dropout!r}")
@@ -121,12 +121,12 @@ def validate_options(config: ModelConfig) -> None:
         raise MobilenetError(f"pooling must be 'avg', 'max' or None, got {config.pooling!r}")
     if config.include_top and config.pooling is None:
         raise MobilenetError("include_top=True needs pooling='avg' or 'max'; use include_top=False for feature maps")
-    if isinstance(config.in_chans, bool) or not isinstance(config.in_chans, int) or config.in_chans < 1:
+    if not is_integer(config.in_chans) or config.in_chans < 1:
         raise MobilenetError(f"in_chans must be a positive integer, got {config.in_chans!r}")
     if config.padding not in ("symmetric", "tf_same"):
         raise MobilenetError(f"padding must be 'symmetric' or 'tf_same', got {config.padding!r}")
     stem = config.stem_channels
-    if stem is not None and (isinstance(stem, bool) or not isinstance(stem, int) or stem < 1):
+    if stem is not None and (not is_integer(stem) or stem < 1):
         raise MobilenetError(f"stem_channels must be a positive integer or None, got {stem!r}")
     if not config.bn_eps > 0 or not 0 < config.bn_momentum <= 1:
         raise MobilenetError("bn_eps must be > 0 and bn_momentum in (0, 1] (PyTorch convention: 1 - TF decay)")
@@ -238,7 +238,7 @@ class MobileNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one for ``num_classes`` (transfer learning)."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        if not is_integer(num_classes) or num_classes < 0:
             raise MobilenetError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         if num_classes > 0 and (not self.config.include_top or self.config.features_only):
             raise MobilenetError("this model was built without a classifier (include_top=False or features_only); "

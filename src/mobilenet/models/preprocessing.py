@@ -7,10 +7,10 @@ do to an image from a :class:`Preprocessing` stored next to the weights. Values 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from mobilenet.checks import is_integer, is_number
 from mobilenet.errors import MobilenetError
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
@@ -41,13 +41,13 @@ class Preprocessing:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 1:
+        if not is_integer(self.resolution) or self.resolution < 1:
             raise MobilenetError(f"preprocessing resolution must be a positive integer, got {self.resolution!r}")
-        if not _is_number(self.crop_pct) or not 0.0 < self.crop_pct <= 1.0:
+        if not is_number(self.crop_pct) or not 0.0 < self.crop_pct <= 1.0:
             raise MobilenetError(f"crop_pct must be a number in (0, 1], got {self.crop_pct!r}")
         for name in ("mean", "std"):
             values = getattr(self, name)
-            if not isinstance(values, (tuple, list)) or not values or not all(_is_number(v) for v in values):
+            if not isinstance(values, (tuple, list)) or not values or not all(is_number(v) for v in values):
                 raise MobilenetError(f"preprocessing {name} must be a non-empty list of finite numbers, got {values!r}")
         if len(self.mean) != len(self.std):
             raise MobilenetError("preprocessing mean and std must have the same number of channels")
@@ -100,9 +100,6 @@ class Preprocessing:
         values = dict(values)
         for key in ("mean", "std"):
             if isinstance(values.get(key), (list, tuple)):
-                values[key] = tuple(float(v) if _is_number(v) else v for v in values[key])
+                values[key] = tuple(float(v) if is_number(v) else v for v in values[key])
         return cls(**values)
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

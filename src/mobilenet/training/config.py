@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from typing import Any, get_args, get_origin, get_type_hints
 
+from mobilenet.checks import is_integer, is_number
 from mobilenet.errors import MobilenetError
 
 if sys.version_info >= (3, 11):
@@ -193,20 +193,13 @@ def _coerce_scalar(hint: Any, value: Any) -> Any:
     # bool is a subclass of int: True must not pass as an epoch count, nor 1 as a switch.
     if hint is bool and isinstance(value, bool):
         return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+    if hint is int and is_integer(value):
         return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value):
+    if hint is float and is_number(value):
         return float(value)
     if hint is str and isinstance(value, str):
         return value
     raise _WrongType
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
 
 
 def describe_type(hint: Any) -> str:

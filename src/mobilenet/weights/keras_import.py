@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenet.checks import is_integer
 from mobilenet.errors import MobilenetError
 from mobilenet.models.builder import MIN_RESOLUTION, MobileNet
 from mobilenet.models.layers import ConvBnAct, DepthwiseSeparable, InvertedResidual, SamePad2d, SqueezeExcite
@@ -558,7 +559,7 @@ def _num_classes(source: KerasSource) -> int:
 
 def _resolution(source: KerasSource, override: int | None) -> int:
     if override is not None:
-        if isinstance(override, bool) or not isinstance(override, int) or override < MIN_RESOLUTION:
+        if not is_integer(override) or override < MIN_RESOLUTION:
             raise MobilenetError(f"--resolution must be an integer >= {MIN_RESOLUTION}, got {override!r}")
         return override
     if source.graph is not None:

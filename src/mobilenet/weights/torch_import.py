@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilenet.checks import is_number
 from mobilenet.errors import MobilenetError
 from mobilenet.models.builder import MobileNet, ModelConfig, WidthScaler
 from mobilenet.models.layers import ConvBnAct, DepthwiseSeparable, InvertedResidual, Padding, SqueezeExcite
@@ -113,7 +114,7 @@ def torchvision_arch(name: str, width_mult: float = 1.0) -> SourceArch:
     if name not in _TORCHVISION:
         raise MobilenetError(f"unknown torchvision MobileNet {name!r}; known: {', '.join(_TORCHVISION)}")
     arch, eps = _TORCHVISION[name]
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
+    if not is_number(width_mult) or width_mult <= 0:
         raise MobilenetError(f"--width-mult must be a number > 0 (torchvision's width_mult), got {width_mult!r}")
     if arch.startswith("mobilenet_v3") and width_mult < 1.0:
         spec = ARCHITECTURES[arch]
