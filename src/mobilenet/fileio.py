@@ -22,21 +22,34 @@ _LOCATION_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it is fsynced and renamed over ``path``."""
     target = Path(path)
-    if target.is_dir():
-        raise MobilenetError(f"cannot write {target}: it is a folder; pass a file path")
+    refuse_folder(target)
     tmp = _temporary_beside(target)
     try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        tmp.chmod(0o666 & ~_umask())  # mkstemp makes files private; a saved model should read like any file
-        os.replace(tmp, target)
-    except OSError as exc:
-        if exc.errno in _LOCATION_ERRORS:
-            raise unwritable(target, exc) from None
-        raise
+        with _location_errors(target):
+            yield tmp
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            tmp.chmod(0o666 & ~_umask())  # mkstemp makes files private; a saved model should read like any file
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def refuse_folder(target: Path) -> None:
+    """A file is about to be written at ``target``: a folder there is the user's mistake, said in one line."""
+    if target.is_dir():
+        raise MobilenetError(f"cannot write {target}: it is a folder; pass a file path")
+
+
+@contextlib.contextmanager
+def _location_errors(path: Path) -> Iterator[None]:
+    """OSErrors that say the location is unusable become one-line errors naming ``path``; others stay bugs."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _LOCATION_ERRORS:
+            raise unwritable(path, exc) from None
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -47,12 +60,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def make_output_folder(path: str | os.PathLike[str]) -> Path:
     """Create an output folder (and its parents), or say in one line why it cannot be one."""
     folder = Path(path)
-    try:
+    with _location_errors(folder):
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        if exc.errno in _LOCATION_ERRORS:
-            raise unwritable(folder, exc) from None
-        raise
     if not os.access(folder, os.W_OK):
         raise MobilenetError(f"cannot write into {folder}: permission denied; choose another output folder")
     return folder

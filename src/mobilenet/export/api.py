@@ -16,7 +16,7 @@ from mobilenet.export.images import calibration_batch, generated_images
 from mobilenet.export.metadata import export_metadata, sidecar_path, write_sidecar
 from mobilenet.export.runtimes import load_runner
 from mobilenet.export.verify import ExportCheckError, ParityCheck, check_parity
-from mobilenet.fileio import as_path, make_output_folder
+from mobilenet.fileio import as_path, make_output_folder, refuse_folder
 from mobilenet.weights.format import non_finite_tensors
 
 FORMATS = ("onnx", "tflite", "torchscript", "pt2")
@@ -126,8 +126,7 @@ def export_model(
 def _check_writable(output: Path) -> None:
     """Before minutes of conversion: the file, its sidecar and their folder must be usable."""
     for target in (output, sidecar_path(output)):
-        if target.is_dir():
-            raise MobilenetError(f"cannot write {target}: it is a folder; pass a file path with -o")
+        refuse_folder(target)
     make_output_folder(output.parent)
 
 
