@@ -41,7 +41,8 @@ def save_weights(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model``'s weights and everything needed to rebuild it, atomically."""
-    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() != ".safetensors":
+    target = as_path(path, "the weights file")
+    if target.suffix.lower() != ".safetensors":
         raise MobilenetError(f"weights are saved as safetensors: name the file *.safetensors, got {path!r} "
                              "(mobilenet.export.export_model writes ONNX, TFLite, TorchScript and pt2)")
     class_names = class_names if class_names is not None else getattr(model, "class_names", None)
@@ -57,7 +58,6 @@ def save_weights(
     }
     # safetensors refuses shared or non-contiguous storage; BN's num_batches_tracked is a real buffer we keep.
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
-    target = Path(path)
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return target
@@ -111,9 +111,10 @@ def _decoded(file: Path, raw: dict[str, str], key: str, kind: type, default: str
     text = raw.get(_PREFIX + key, default)
     try:
         value = json.loads(text)
+        intact = value is None or isinstance(value, kind)
     except (TypeError, json.JSONDecodeError):
-        value = _DAMAGED
-    if value is not None and not isinstance(value, kind):
+        intact = False
+    if not intact:
         raise MobilenetError(f"{file}: metadata entry {_PREFIX + key} is damaged ({str(text)[:60]!r}); "
                              "save or import the weights again")
     return value
@@ -161,9 +162,6 @@ def _not_ours(file: Path, exc: Exception) -> str:
     if suffix in EXPORTED_SUFFIXES:
         return f"{file} is an exported model; pass the .safetensors weights it was exported from"
     return f"{file} is not a safetensors file ({exc}); pass weights saved by mobilenet"
-
-
-_DAMAGED = object()
 
 
 def _mismatch(exc: RuntimeError) -> str:
