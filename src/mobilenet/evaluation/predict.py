@@ -17,7 +17,7 @@ from mobilenet.checks import is_integer
 from mobilenet.data import eval_transform, is_image_file, load_rgb
 from mobilenet.data.decode import ImageDecodeError
 from mobilenet.errors import MobilenetError
-from mobilenet.models.builder import MobileNet
+from mobilenet.models.builder import MobileNet, config_of
 
 
 @dataclass
@@ -130,9 +130,7 @@ def _check_request(
     model: MobileNet, paths: list[Path] | str | Path, topk: int, labels: list[str] | None, batch_size: int
 ) -> list[Path]:
     """One-line errors for what would otherwise fail deep inside (or, worse, quietly predict nonsense)."""
-    config = getattr(model, "config", None)
-    if config is None:
-        raise MobilenetError(f"predict takes a MobileNet (mobilenet.load or create_model), got {type(model).__name__}")
+    config = config_of(model, "predict")
     if not config.include_top or config.features_only or config.num_classes == 0:
         raise MobilenetError("this model has no classifier (include_top=False, features_only or num_classes=0); "
                              "predict needs class scores")

@@ -17,6 +17,7 @@ from mobilenet.export.metadata import export_metadata, sidecar_path, write_sidec
 from mobilenet.export.runtimes import load_runner
 from mobilenet.export.verify import ExportCheckError, ParityCheck, check_parity
 from mobilenet.fileio import as_path, make_output_folder, refuse_folder
+from mobilenet.models.builder import config_of
 from mobilenet.weights.format import non_finite_tensors
 
 FORMATS = ("onnx", "tflite", "torchscript", "pt2")
@@ -78,14 +79,12 @@ def export_model(
     report (fp32 vs int8 top-1 and agreement) is computed on ``validation`` (else on ``calibration``).
     """
     validate_request(fmt, int8, calibration)
-    config = getattr(model, "config", None)
-    if config is None:
-        raise MobilenetError(f"export takes a MobileNet (mobilenet.load or create_model), got {type(model).__name__}")
+    config = config_of(model, "export")
     if config.features_only:
         raise MobilenetError("a features_only model returns a list of feature maps, which export does not "
                              "support; export the classifier, or a backbone with include_top=False and pooling")
     model = model.eval()
-    pre = model.config.preprocessing
+    pre = config.preprocessing
     output = as_path(output, "the export's output file")
     if output.suffix.lower() != SUFFIXES[fmt]:
         raise MobilenetError(f"output {output} should end in {SUFFIXES[fmt]} for format {fmt}")

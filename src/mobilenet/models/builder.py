@@ -132,6 +132,14 @@ def validate_options(config: ModelConfig) -> None:
         raise MobilenetError("bn_eps must be > 0 and bn_momentum in (0, 1] (PyTorch convention: 1 - TF decay)")
 
 
+def config_of(model: object, caller: str) -> ModelConfig:
+    """The config of a MobileNet, or a one-line error for anything else passed where one belongs."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise MobilenetError(f"{caller} takes a MobileNet (mobilenet.load or create_model), got {type(model).__name__}")
+    return config
+
+
 @dataclass(frozen=True)
 class FeatureInfo:
     """One backbone output: where it comes from, its width and its stride (timm's ``feature_info``)."""

@@ -18,8 +18,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from mobilenet.errors import MobilenetError
-from mobilenet.models.builder import MobileNet, ModelConfig
+from mobilenet.models.builder import MobileNet, ModelConfig, config_of
 from mobilenet.models.layers import SqueezeExcite
 from mobilenet.models.registry import build_on_meta, config_from_name, model_name
 
@@ -197,9 +196,7 @@ def cost_of(name_or_config: str | ModelConfig, resolution: int | None = None, **
 
 
 def cost_of_model(model: MobileNet, resolution: int | None = None) -> CostReport:
-    config = getattr(model, "config", None)
-    if config is None:
-        raise MobilenetError(f"cost_of_model takes a MobileNet, got {type(model).__name__}; cost_of takes a name")
+    config = config_of(model, "cost_of_model (cost_of takes a name)")
     resolution = config.resolution if resolution is None else resolution
     config.replace(resolution=resolution)  # validated like building at that size: one bound for both
     return count_cost(model, resolution, name=model_name(config.arch, config.width_multiplier, resolution))
